@@ -1,0 +1,233 @@
+"""Class activations shared by classification and detection: Softmax, Sigmoid, Gumbel.
+
+An activation turns logits into class scores (``log_probs``, ``probs``) and logits plus
+labels into a loss.  Classification stage 2, the detection losses and the plots all take
+activations by name from ``ACTIVATIONS``; nothing else in the suite knows the formulas.
+
+Losses are computed in float32 with autocast disabled: binary cross-entropy on
+probabilities is unsafe in half precision, so every loss here works from closed-form
+log-probabilities instead.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lt_bench.errors import ConfigError
+
+ACTIVATIONS: dict[str, type["Activation"]] = {}
+
+
+def register_activation(name: str) -> Callable[[type], type]:
+    def add(cls: type) -> type:
+        if name in ACTIVATIONS:
+            raise ValueError(f"activation {name!r} is registered twice")
+        cls.name = name
+        ACTIVATIONS[name] = cls
+        return cls
+
+    return add
+
+
+def build_activation(name: str, **kwargs) -> "Activation":
+    """The activation registered as ``name``; an unknown name lists the valid ones."""
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation {name!r}; valid: {', '.join(sorted(ACTIVATIONS))}")
+    return ACTIVATIONS[name](**kwargs)
+
+
+def _float32(logits: Tensor) -> Tensor:
+    return logits.float()
+
+
+class Activation:
+    """Base class. ``binary`` activations score each class independently (one-vs-all BCE)."""
+
+    name: str = ""
+    binary: bool = False
+    # Classifier bias the paper uses in the detection head (weights constant 0.001).
+    detection_bias: float = -6.5
+
+    def log_probs(self, logits: Tensor) -> Tensor:
+        """Log of the class scores, float32, same shape as ``logits``."""
+        raise NotImplementedError
+
+    def probs(self, logits: Tensor) -> Tensor:
+        return self.log_probs(logits).exp()
+
+    def normalised_probs(self, logits: Tensor) -> Tensor:
+        """Scores rescaled to sum to one per sample (softmax of the log-scores).
+
+        Binary activations do not produce a distribution; calibration (ECE) is measured on
+        this normalisation so that all activations are compared on the same footing.
+        """
+        return torch.softmax(self.log_probs(logits), dim=-1)
+
+    def sample_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Per-sample loss, shape [N]; for binary activations the sum over classes."""
+        raise NotImplementedError
+
+    def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Mean over the batch of the per-sample loss; ``labels`` are class indices."""
+        with torch.autocast(logits.device.type, enabled=False):
+            return self.sample_loss(logits, labels).mean()
+
+    def prior_bias(self, num_classes: int) -> float:
+        """Classifier bias that makes every initial class score 1/C when the weights are zero."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class BinaryActivation(Activation):
+    """One independent probability per class, trained with binary cross-entropy."""
+
+    binary = True
+
+    def elementwise_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """BCE per (sample, class), float32; ``targets`` in [0, 1] (one-hot, or all zero
+        for a detection background row)."""
+        raise NotImplementedError
+
+    def sample_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        targets = F.one_hot(labels, logits.shape[-1]).float()
+        return self.elementwise_loss(logits, targets).sum(dim=-1)
+
+
+@register_activation("softmax")
+class Softmax(Activation):
+    def log_probs(self, logits: Tensor) -> Tensor:
+        return torch.log_softmax(_float32(logits), dim=-1)
+
+    def sample_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        return F.cross_entropy(_float32(logits), labels, reduction="none")
+
+    def prior_bias(self, num_classes: int) -> float:
+        return 0.0  # equal logits give 1/C whatever their value
+
+
+@register_activation("sigmoid")
+class Sigmoid(BinaryActivation):
+    def log_probs(self, logits: Tensor) -> Tensor:
+        return F.logsigmoid(_float32(logits))
+
+    def elementwise_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        with torch.autocast(logits.device.type, enabled=False):
+            return F.binary_cross_entropy_with_logits(
+                _float32(logits), targets.float(), reduction="none"
+            )
+
+    def prior_bias(self, num_classes: int) -> float:
+        return -math.log(num_classes - 1)  # sigmoid(b) = 1/C
+
+
+# Above this logit, -log(1 - p) = z + u/2 + O(u^2) with u = exp(-z) < 2.1e-9: the series is
+# exact in float32 and float64, while log(-expm1(-u)) would underflow for z > ~100.
+_GUMBEL_SERIES_FROM = 20.0
+
+
+class _GumbelBCE(torch.autograd.Function):
+    """Elementwise BCE of p = exp(-exp(-z)) against targets t, with closed-form gradient.
+
+    loss = t * u - (1 - t) * log(1 - p),  u = exp(-z),  log p = -u
+    d/dz = t * (-u) + (1 - t) * u p / (1 - p),  where u p / (1 - p) = u / expm1(u).
+
+    Autograd through the stable forward would multiply 0 by inf at the extremes
+    (z -> +inf: u = 0; z -> -inf: u = inf); the closed form has no such product.
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor, targets: Tensor) -> Tensor:
+        u = torch.exp(-z)
+        neg_log_1mp = torch.where(
+            z > _GUMBEL_SERIES_FROM, z + 0.5 * u, -torch.log(-torch.expm1(-u))
+        )
+        ctx.save_for_backward(u, targets)
+        return _weighted(targets, u) + _weighted(1.0 - targets, neg_log_1mp)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        u, targets = ctx.saved_tensors
+        # u / expm1(u) -> 1 as u -> 0 and -> 0 as u -> inf; the clamp keeps 0/0 and inf/inf
+        # out without changing the value at float32 resolution.
+        u_safe = u.clamp(1e-30, 1e4)
+        neg_grad = u_safe / torch.expm1(u_safe)
+        grad = _weighted(targets, -u) + _weighted(1.0 - targets, neg_grad)
+        return grad_out * grad, None
+
+
+def _weighted(weight: Tensor, value: Tensor) -> Tensor:
+    """weight * value, exactly 0 where weight is 0 (even where value is infinite)."""
+    return torch.where(weight != 0, weight * value, torch.zeros_like(value))
+
+
+@register_activation("gumbel")
+class Gumbel(BinaryActivation):
+    """Gumbel activation of GOL (ECCV 2022): p = exp(-exp(-z / T)).
+
+    ``clamp``: the loss clamps logits to [lo, hi] (the authors' [-4, 10]) before the
+    double exponent, so logits outside get zero gradient; ``None`` disables it.  Scores at
+    inference (``log_probs``) are not clamped, as in the authors' code, so that the ranking
+    of confident predictions is kept.  ``temperature`` divides the (clamped) logits.
+    """
+
+    detection_bias = -2.0
+
+    def __init__(self, clamp: tuple[float, float] | None = (-4.0, 10.0), temperature: float = 1.0):
+        if clamp is not None:
+            lo, hi = (float(v) for v in clamp)
+            if not lo < hi:
+                raise ConfigError(f"gumbel clamp must be (lo, hi) with lo < hi, got {tuple(clamp)}")
+            clamp = (lo, hi)
+        if not temperature > 0:
+            raise ConfigError(f"gumbel temperature must be > 0, got {temperature}")
+        self.clamp = clamp
+        self.temperature = float(temperature)
+
+    def log_probs(self, logits: Tensor) -> Tensor:
+        return -torch.exp(-_float32(logits) / self.temperature)
+
+    def elementwise_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        with torch.autocast(logits.device.type, enabled=False):
+            z = _float32(logits)
+            if self.clamp is not None:
+                z = z.clamp(*self.clamp)
+            return _GumbelBCE.apply(z / self.temperature, targets.float())
+
+    def prior_bias(self, num_classes: int) -> float:
+        return -math.log(math.log(num_classes))  # exp(-exp(log log C)) = 1/C
+
+    def __repr__(self) -> str:
+        return f"Gumbel(clamp={self.clamp}, temperature={self.temperature})"
+
+
+CLASSIFIER_INITS = ("keep", "prior", "detection")
+
+
+def init_classifier(linear: nn.Linear, activation: Activation, scheme: str) -> None:
+    """Initialise a linear classifier for ``activation``.
+
+    - ``keep``: leave the layer as it is (e.g. the stage-1 classifier).
+    - ``prior``: weights N(0, 0.01^2), bias so that every initial score is 1/C
+      (Gumbel: -log(log C); sigmoid: -log(C - 1); softmax: 0).
+    - ``detection``: the paper's detection-head init, weights constant 0.001 and bias
+      -2 for Gumbel, -6.5 for sigmoid and softmax.
+    """
+    if scheme not in CLASSIFIER_INITS:
+        raise ConfigError(f"unknown classifier init {scheme!r}; valid: {', '.join(CLASSIFIER_INITS)}")
+    with torch.no_grad():
+        if scheme == "prior":
+            linear.weight.normal_(0.0, 0.01)
+            bias = activation.prior_bias(linear.out_features)
+        elif scheme == "detection":
+            linear.weight.fill_(0.001)
+            bias = activation.detection_bias
+        else:
+            return
+        if linear.bias is not None:
+            linear.bias.fill_(bias)

@@ -1,0 +1,113 @@
+"""Configuration checks that run before any data is read, and the config's identity hash.
+
+Hydra already rejects unknown keys (the composed config is in struct mode) and unknown
+config-group options (task=..., model=...).  Values that name things (activations, models,
+schedules, ...) are checked here, so that a typo never silently runs another method.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from numbers import Number
+
+from omegaconf import DictConfig, OmegaConf
+
+from lt_bench.activations import ACTIVATIONS, CLASSIFIER_INITS, build_activation
+from lt_bench.data import DATASETS
+from lt_bench.data.transforms import TRANSFORMS
+from lt_bench.distributed import resolve_device
+from lt_bench.errors import ConfigError
+from lt_bench.models import is_known_model
+
+MODES = ("train",)
+STAGES = ("all", "1", "2")
+SCHEDULES = ("multistep", "cosine", "constant")
+AMP_MODES = ("none", "bf16", "fp16")
+STAGE2_INITS = ("stage1", "reinit")
+# Keys that say where and how a run executes, not what it computes: excluded from the hash.
+RUNTIME_KEYS = ("out_dir", "resume", "progress", "mode", "stage", "stage1.checkpoint", "device",
+                "data.root", "data.download", "data.num_workers", "distributed")
+
+
+def register_resolvers() -> None:
+    """``${lt_bench.if_null:a,b}``: a unless it is null, else b (Hydra's run.dir uses it)."""
+    if not OmegaConf.has_resolver("lt_bench.if_null"):
+        OmegaConf.register_new_resolver("lt_bench.if_null", lambda value, default: default if value is None else value)
+
+
+def _one_of(what: str, value, valid) -> None:
+    if value not in valid:
+        raise ConfigError(f"unknown {what} {value!r}; valid: {', '.join(map(str, valid))}")
+
+
+def activation_options(cfg: DictConfig, name: str) -> dict:
+    options = cfg.get("activations", {}).get(name) or {}
+    return OmegaConf.to_container(options, resolve=True) if isinstance(options, DictConfig) else dict(options)
+
+
+def build_configured_activation(cfg: DictConfig, name: str):
+    try:
+        return build_activation(name, **activation_options(cfg, name))
+    except TypeError as err:
+        raise ConfigError(f"activations.{name}: {err}") from err
+
+
+def _check_stage_recipe(stage: str, recipe: DictConfig) -> None:
+    _one_of(f"{stage}.schedule", recipe.schedule, SCHEDULES)
+    for key in ("epochs", "batch_size"):
+        if not isinstance(recipe[key], int) or recipe[key] < 1:
+            raise ConfigError(f"{stage}.{key} must be a positive integer, got {recipe[key]!r}")
+    if not isinstance(recipe.lr, Number) or recipe.lr <= 0:
+        raise ConfigError(f"{stage}.lr must be a positive number, got {recipe.lr!r}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the first bad value and the valid ones."""
+    _one_of("mode", cfg.mode, MODES)
+    _one_of("stage", str(cfg.stage), STAGES)
+    _one_of("task.dataset", cfg.task.dataset, sorted(DATASETS))
+    _one_of("task.transform", cfg.task.transform, sorted(TRANSFORMS))
+    if not is_known_model(cfg.model.name):
+        from lt_bench.models import build_model  # raises with the list of valid names
+        build_model(cfg.model.name, 2)
+    if cfg.imbalance is None or not isinstance(cfg.imbalance, Number) or cfg.imbalance < 1:
+        raise ConfigError(f"imbalance must be a number >= 1 for task {cfg.task.name}, got {cfg.imbalance!r}")
+    _one_of("stage1.activation", cfg.stage1.activation, sorted(ACTIVATIONS))
+    _one_of("stage2.activation", cfg.stage2.activation, sorted(ACTIVATIONS))
+    for name in cfg.get("activations", {}):
+        _one_of("activation in activations.<name>", name, sorted(ACTIVATIONS))
+        build_configured_activation(cfg, name)
+    _check_stage_recipe("stage1", cfg.stage1)
+    _check_stage_recipe("stage2", cfg.stage2)
+    _one_of("stage2.init", cfg.stage2.init, STAGE2_INITS)
+    _one_of("stage2.reinit_scheme", cfg.stage2.reinit_scheme, [s for s in CLASSIFIER_INITS if s != "keep"])
+    scale = cfg.stage2.loss_scale
+    if scale != "per_class" and not (isinstance(scale, Number) and scale > 0):
+        raise ConfigError(f"stage2.loss_scale must be 'per_class' or a positive number, got {scale!r}")
+    _one_of("train.amp", cfg.train.amp, AMP_MODES)
+    device = resolve_device(cfg.device)
+    if cfg.train.amp == "fp16" and device.type != "cuda":
+        raise ConfigError("train.amp=fp16 needs a CUDA device; use train.amp=bf16 or none on CPU")
+    if str(cfg.stage) == "2" and not cfg.stage1.checkpoint:
+        raise ConfigError("stage=2 retrains the classifier of a stage-1 model: pass stage1.checkpoint=PATH")
+
+
+def _drop(container: dict, dotted: str) -> None:
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        container = container.get(p, {})
+        if not isinstance(container, dict):
+            return
+    container.pop(leaf, None)
+
+
+def config_hash(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> str:
+    """sha256 (first 16 hex digits) of the resolved config without its runtime keys: two
+    runs with the same hash train the same thing.  ``exclude=("seed",)`` gives the hash
+    shared by the seeds of one setup."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    container.pop("hydra", None)
+    for key in RUNTIME_KEYS + tuple(exclude):
+        _drop(container, key)
+    blob = json.dumps(container, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

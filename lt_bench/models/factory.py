@@ -1,0 +1,75 @@
+"""Every model by name: the CIFAR ResNets here, anything else from timm.
+
+A model is a feature extractor (``backbone``) plus a linear ``classifier``, so that
+stage 2 can freeze one and retrain the other.
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+import timm
+import torch
+from torch import Tensor, nn
+
+from lt_bench.errors import ConfigError
+from lt_bench.models.resnet_cifar import CifarResNet
+
+LOCAL_BACKBONES: dict[str, Callable[..., nn.Module]] = {
+    f"resnet{depth}": partial(CifarResNet, depth=depth) for depth in (8, 20, 32, 44, 56, 110)
+}
+
+
+class LTClassifier(nn.Module):
+    """backbone (images -> features [N, D]) followed by a linear classifier (D -> C)."""
+
+    def __init__(self, backbone: nn.Module, num_features: int, num_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        self.classifier = nn.Linear(num_features, num_classes)
+        nn.init.kaiming_normal_(self.classifier.weight)
+        nn.init.zeros_(self.classifier.bias)
+
+    @property
+    def num_classes(self) -> int:
+        return self.classifier.out_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.backbone(x))
+
+
+def is_known_model(name: str) -> bool:
+    return name in LOCAL_BACKBONES or timm.is_model(name)
+
+
+def build_model(name: str, num_classes: int, in_chans: int = 3) -> LTClassifier:
+    if name in LOCAL_BACKBONES:
+        backbone = LOCAL_BACKBONES[name](in_chans=in_chans)
+        num_features = backbone.num_features
+    elif timm.is_model(name):
+        backbone = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans)
+        num_features = backbone.num_features
+    else:
+        close = timm.list_models(f"*{name}*")[:10]
+        raise ConfigError(
+            f"unknown model {name!r}; local: {', '.join(sorted(LOCAL_BACKBONES))}; or any timm "
+            f"model name{' (close: ' + ', '.join(close) + ')' if close else ''}"
+        )
+    return LTClassifier(backbone, num_features, num_classes)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@torch.no_grad()
+def parameter_checksum(module: nn.Module) -> float:
+    """Sum of all parameters and floating-point buffers (BatchNorm statistics) in float64,
+    weighted by position so that swapped values change it: equal across DDP ranks when
+    the replicas agree."""
+    total = 0.0
+    for tensor in module.state_dict().values():
+        if tensor.is_floating_point():
+            flat = tensor.detach().double().flatten()
+            total += float((flat * torch.arange(1, flat.numel() + 1, dtype=torch.float64, device=flat.device)).sum())
+    return total

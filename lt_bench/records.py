@@ -1,0 +1,63 @@
+"""results.json: one record per evaluated model (stage 1, stage 2), written atomically.
+
+Every number a leaderboard shows comes from these records; percentages are 0-100.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from lt_bench.errors import DataError
+from lt_bench.fileio import atomic_write_json
+
+RESULTS_FILE = "results.json"
+SCHEMA_VERSION = 1
+REQUIRED_FIELDS = (
+    "task", "imbalance", "model", "stage", "method", "top1", "top5", "many", "medium", "few",
+    "ece", "num_train", "shot_classes", "seed", "config_hash",
+)
+
+
+def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    try:
+        records = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(records, list):
+        raise DataError(f"{path}: expected a JSON list of records, found {type(records).__name__}")
+    return records
+
+
+def upsert_record(path: str | os.PathLike, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Add ``record`` to the file, replacing an earlier record of the same stage and method
+    (a resumed or repeated run in the same folder)."""
+    missing = [k for k in REQUIRED_FIELDS if k not in record]
+    if missing:
+        raise ValueError(f"record lacks {', '.join(missing)}")
+    key = (record["stage"], record["method"])
+    records = [r for r in read_records(path) if (r.get("stage"), r.get("method")) != key]
+    records.append(record)
+    records.sort(key=lambda r: (r.get("stage", 0), r.get("method", "")))
+    atomic_write_json(path, records)
+    return records
+
+
+def git_revision(where: str | os.PathLike | None = None) -> str | None:
+    """HEAD of the repository holding this package, '+dirty' when it has local changes."""
+    where = Path(where or Path(__file__).resolve().parent)
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
+                             text=True, timeout=10)
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return rev.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None

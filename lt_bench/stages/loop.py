@@ -1,0 +1,215 @@
+"""The training loop both stages share: epochs, DDP, AMP, non-finite guard, checkpoints, resume.
+
+A stage is described by a ``StageJob`` (what to train, on what, with which loss); ``fit``
+runs it.  Every epoch reseeds from (seed, stage, epoch, rank) and ends with an atomic
+checkpoint, so a run resumed from any checkpoint replays the uninterrupted run exactly
+(bit for bit on CPU; up to nondeterministic kernels on CUDA).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.tensorboard import SummaryWriter
+
+from lt_bench.checkpoint import load_checkpoint, save_checkpoint
+from lt_bench.distributed import DistContext
+from lt_bench.errors import CheckpointError, NonFiniteLossError
+from lt_bench.failpoints import failpoint
+from lt_bench.progress import progress_bar
+from lt_bench.seeding import derive_seed, seed_everything
+from lt_bench.stages.schedule import build_optimizer, build_scheduler
+
+log = logging.getLogger(__name__)
+
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class TrainOptions:
+    seed: int
+    amp: str = "none"
+    channels_last: bool = False
+    skip_nonfinite: bool = False
+    num_workers: int = 0
+    progress: bool = False
+    resume: bool = False
+    eval_every: int = 0
+
+
+@dataclass
+class StageJob:
+    name: str                                   # "stage1" | "stage2": checkpoint and log names
+    index: int                                  # 1 | 2: part of every derived seed
+    model: nn.Module                            # the whole model, saved in checkpoints
+    trainable: nn.Module                        # the part whose parameters the optimizer updates
+    dataset: Dataset                            # (input, label) items: images or cached features
+    loss_fn: Callable[[Tensor, Tensor], Tensor]
+    recipe: Any                                 # epochs, batch_size, lr, schedule, ...
+    checkpoint_path: Path
+    log_dir: Path
+    train_mode: Callable[[], None]              # sets train/eval mode of every submodule
+    frozen: Callable[[Tensor], Tensor] | None = None   # no-grad feature extractor before `trainable`
+    evaluate: Callable[[], dict] | None = None  # test metrics for the per-epoch curves
+    meta: dict = field(default_factory=dict)    # stored in the checkpoint (config hash, classes, ...)
+
+
+def _loader(job: StageJob, sampler: DistributedSampler, opts: TrainOptions, device: torch.device,
+            drop_last: bool) -> DataLoader:
+    return DataLoader(job.dataset, batch_size=job.recipe.batch_size, sampler=sampler,
+                      num_workers=opts.num_workers, pin_memory=device.type == "cuda",
+                      drop_last=drop_last)
+
+
+def _restore(job: StageJob, ctx: DistContext, optimizer, scheduler, scaler) -> dict | None:
+    ckpt = load_checkpoint(job.checkpoint_path, map_location=ctx.device)
+    expected = job.meta.get("config_hash")
+    if ckpt.get("config_hash") != expected:
+        raise CheckpointError(
+            f"{job.checkpoint_path} was written by a run with config hash {ckpt.get('config_hash')}, "
+            f"this run's is {expected}: resume needs the same configuration (see config.yaml beside it)"
+        )
+    job.model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    scaler.load_state_dict(ckpt["scaler"])
+    return ckpt["progress"]
+
+
+def is_complete(checkpoint_path: Path) -> bool:
+    """Did the stage that writes ``checkpoint_path`` finish all its epochs?"""
+    if not checkpoint_path.exists():
+        return False
+    return bool(load_checkpoint(checkpoint_path)["progress"]["complete"])
+
+
+def fit(job: StageJob, ctx: DistContext, opts: TrainOptions) -> dict:
+    """Train ``job`` for ``job.recipe.epochs`` epochs; returns its progress record."""
+    recipe = job.recipe
+    use_ddp = ctx.is_distributed
+    net = (DistributedDataParallel(job.trainable, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
+           if use_ddp else job.trainable)
+    optimizer = build_optimizer([p for p in job.trainable.parameters() if p.requires_grad], recipe)
+    sampler = DistributedSampler(job.dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                 seed=opts.seed)
+    # A last batch of one sample would break BatchNorm in training mode: drop it then.
+    drop_last = len(sampler) % recipe.batch_size == 1
+    steps_per_epoch = len(sampler) // recipe.batch_size if drop_last else math.ceil(len(sampler) / recipe.batch_size)
+    scheduler = build_scheduler(optimizer, recipe, steps_per_epoch)
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=opts.amp == "fp16")
+
+    progress = {"epochs_done": 0, "complete": False, "history": [], "nonfinite_skipped": 0, "train_seconds": 0.0}
+    if opts.resume and job.checkpoint_path.exists():
+        progress = _restore(job, ctx, optimizer, scheduler, scaler)
+        log.info("%s: resumed from %s after epoch %d", job.name, job.checkpoint_path, progress["epochs_done"])
+    if progress["complete"]:
+        return progress
+
+    writer = (SummaryWriter(str(job.log_dir), purge_step=progress["epochs_done"] or None)
+              if ctx.is_main else None)
+    try:
+        for epoch in range(progress["epochs_done"], recipe.epochs):
+            seed_everything(derive_seed(opts.seed, job.index, epoch, ctx.rank))
+            sampler.set_epoch(epoch)
+            stats = _train_epoch(job, net, optimizer, scheduler, scaler,
+                                 _loader(job, sampler, opts, ctx.device, drop_last), ctx, opts, epoch)
+            ctx.broadcast_buffers(job.model)
+            if job.evaluate is not None and opts.eval_every and (epoch + 1) % opts.eval_every == 0:
+                stats.update({f"test_{k}": v for k, v in job.evaluate().items()
+                              if k in ("top1", "many", "medium", "few") and v is not None})
+            progress["history"].append(stats)
+            progress["nonfinite_skipped"] += stats["skipped"]
+            progress["train_seconds"] += stats["seconds"]
+            progress["epochs_done"] = epoch + 1
+            progress["complete"] = epoch + 1 == recipe.epochs
+            _report(job, stats, writer)
+            if ctx.is_main:
+                save_checkpoint(job.checkpoint_path, {
+                    **job.meta, "stage": job.name, "model": job.model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(), "progress": progress,
+                })
+            ctx.barrier()
+            failpoint(f"{job.name}.epoch_end:{epoch + 1}")
+    finally:
+        if writer is not None:
+            writer.close()
+    return progress
+
+
+def _report(job: StageJob, stats: dict, writer: SummaryWriter | None) -> None:
+    epoch = stats["epoch"]
+    test = f", test top1 {stats['test_top1']:.2f}%" if "test_top1" in stats else ""
+    log.info("%s epoch %d/%d: loss %.4f, train top1 %.2f%%, lr %.3g, %.1f s (%.0f items/s)%s",
+             job.name, epoch, job.recipe.epochs, stats["loss"], stats["train_top1"], stats["lr"],
+             stats["seconds"], stats["items"] / max(stats["seconds"], 1e-9), test)
+    if writer is not None:
+        for key, value in stats.items():
+            if key not in ("epoch", "items"):
+                writer.add_scalar(key.replace("test_", "test/").replace("train_", "train/"), value, epoch)
+        writer.flush()
+
+
+def _train_epoch(job: StageJob, net: nn.Module, optimizer, scheduler, scaler, loader: DataLoader,
+                 ctx: DistContext, opts: TrainOptions, epoch: int) -> dict:
+    job.train_mode()
+    device, amp_dtype = ctx.device, AMP_DTYPES[opts.amp]
+    totals = torch.zeros(3, dtype=torch.float64, device=device)   # loss * n, correct, n
+    skipped, lr = 0, optimizer.param_groups[0]["lr"]
+    start = time.perf_counter()
+    bar = progress_bar(loader, opts.progress and ctx.is_main, f"{job.name} epoch {epoch + 1}/{job.recipe.epochs}")
+    for batch, (inputs, labels) in enumerate(bar):
+        inputs = inputs.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        if opts.channels_last and inputs.dim() == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            if job.frozen is not None:
+                with torch.no_grad():
+                    inputs = job.frozen(inputs)
+            logits = net(inputs)
+        loss = job.loss_fn(logits, labels)   # activations compute losses in float32
+        if not _all_finite(loss, ctx, opts.skip_nonfinite):
+            if not opts.skip_nonfinite:
+                raise NonFiniteLossError(
+                    f"{job.name}: loss is {loss.item()} at epoch {epoch + 1}/{job.recipe.epochs}, "
+                    f"batch {batch + 1}/{len(loader)} (optimizer step {scheduler.last_epoch}); "
+                    f"train.skip_nonfinite=true skips such steps and counts them in the records"
+                )
+            skipped += 1          # as if the batch had not been drawn: no update, no lr step
+            optimizer.zero_grad(set_to_none=True)
+            continue
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        n = labels.numel()
+        totals += torch.stack([loss.detach().double() * n, (logits.argmax(1) == labels).sum().double(),
+                               torch.tensor(float(n), dtype=torch.float64, device=device)])
+        if batch % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    ctx.all_reduce_sum(totals)
+    loss_sum, correct, seen = (float(v) for v in totals)
+    skipped_all = torch.tensor([skipped], device=device)
+    ctx.all_reduce_sum(skipped_all)
+    return {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "train_top1": 100.0 * correct / max(seen, 1),
+            "lr": lr, "seconds": time.perf_counter() - start, "items": int(seen),
+            "skipped": int(skipped_all.item())}
+
+
+def _all_finite(loss: Tensor, ctx: DistContext, agree: bool) -> bool:
+    """Is the loss finite?  When steps may be skipped, all ranks must agree on skipping,
+    or one rank would wait forever in the gradient all-reduce of the others."""
+    finite = torch.isfinite(loss.detach()).to(torch.int32).reshape(1)
+    if agree and ctx.is_distributed:
+        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+    return bool(finite.item())

@@ -1,0 +1,55 @@
+"""Configuration: typos fail at start, naming the valid values; the config hash."""
+import pytest
+from hydra.errors import ConfigCompositionException, MissingConfigException
+
+from lt_bench.config import config_hash, validate
+from lt_bench.errors import ConfigError
+
+
+def test_default_config_is_the_digits_demo_and_valid(make_cfg):
+    cfg = make_cfg()
+    validate(cfg)
+    assert cfg.task.name == "digits_lt" and cfg.model.name == "resnet8"
+    assert cfg.stage2.activation == "gumbel" and list(cfg.activations.gumbel.clamp) == [-4.0, 10.0]
+
+
+def test_task_recipe_and_top_level_imbalance(make_cfg):
+    cfg = make_cfg("task=cifar100lt", "imbalance=200")
+    assert cfg.imbalance == 200 and cfg.model.name == "resnet32"
+    assert (cfg.stage1.epochs, cfg.stage1.batch_size, cfg.stage1.lr) == (240, 64, 0.1)
+    assert list(cfg.stage1.milestones) == [200, 220] and cfg.stage1.gamma == 0.01
+    assert (cfg.stage2.epochs, cfg.stage2.lr) == (15, 1e-4)
+    assert make_cfg("task=cifar100lt", "model=resnet20").model.name == "resnet20"
+
+
+@pytest.mark.parametrize("override,match", [
+    ("stage2.activation=gumble", "unknown stage2.activation 'gumble'; valid: gumbel, sigmoid, softmax"),
+    ("stage1.activation=sigmod", "unknown stage1.activation 'sigmod'"),
+    ("model.name=resnet33", "unknown model 'resnet33'"),
+    ("stage=3", "unknown stage '3'; valid: all, 1, 2"),
+    ("stage1.schedule=step", "unknown stage1.schedule 'step'; valid: multistep, cosine, constant"),
+    ("train.amp=fp16", "train.amp=fp16 needs a CUDA device"),
+    ("imbalance=0.5", "imbalance must be a number >= 1"),
+    ("stage=2", "stage=2 retrains the classifier of a stage-1 model: pass stage1.checkpoint=PATH"),
+    ("stage2.loss_scale=per_sample", "stage2.loss_scale must be 'per_class' or a positive number"),
+    ("activations.gumbel.clamp=[10,-4]", "gumbel clamp must be"),
+    ("+activations.gumbel.temprature=2", "activations.gumbel:.*temprature"),
+])
+def test_bad_values_fail_before_any_data_is_read(make_cfg, override, match):
+    with pytest.raises(ConfigError, match=match):
+        validate(make_cfg(override, "device=cpu"))
+
+
+def test_misspelt_key_and_unknown_task_fail_in_hydra(make_cfg):
+    with pytest.raises(ConfigCompositionException, match="stage2.actvation"):
+        make_cfg("stage2.actvation=gumbel")
+    with pytest.raises((MissingConfigException, ConfigCompositionException), match="cifar100t"):
+        make_cfg("task=cifar100t")
+
+
+def test_config_hash_ignores_runtime_keys_only(make_cfg, tmp_path):
+    base = config_hash(make_cfg())
+    assert config_hash(make_cfg("resume=true", "data.num_workers=7", out_dir=tmp_path / "x")) == base
+    assert config_hash(make_cfg("stage2.lr=0.2")) != base
+    assert config_hash(make_cfg("seed=1")) != base
+    assert config_hash(make_cfg("seed=1"), exclude=("seed",)) == config_hash(make_cfg(), exclude=("seed",))

@@ -1,0 +1,63 @@
+"""Metrics against hand-computed values."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lt_bench.activations import build_activation
+from lt_bench.evaluation import (compute_metrics, expected_calibration_error, per_class_accuracy,
+                                 shot_groups, top_k_accuracy)
+
+
+def test_shot_groups_use_training_counts_and_strict_bounds():
+    groups = shot_groups([500, 101, 100, 20, 19, 1])
+    assert groups == {"many": [0, 1], "medium": [2, 3], "few": [4, 5]}
+
+
+def test_per_class_accuracy_and_missing_class():
+    predicted = torch.tensor([0, 1, 1, 2, 2, 2])
+    labels = torch.tensor([0, 0, 1, 2, 2, 0])
+    acc = per_class_accuracy(predicted, labels, 4)
+    np.testing.assert_allclose(acc[:3], [1 / 3, 1.0, 1.0])
+    assert math.isnan(acc[3])
+
+
+def test_top_k():
+    scores = torch.tensor([[0.1, 0.5, 0.4], [0.7, 0.2, 0.1]])
+    labels = torch.tensor([2, 2])
+    assert top_k_accuracy(scores, labels, 1) == 0.0
+    assert top_k_accuracy(scores, labels, 2) == 0.5
+    assert top_k_accuracy(scores, labels, 5) == 1.0      # k capped at the class count
+
+
+def test_ece_hand_computed():
+    # bins of width 0.5: (0, .5] holds 0.2, 0.4 (acc 1/2); (.5, 1] holds 0.6, 0.9, 1.0 (acc 2/3)
+    conf = torch.tensor([0.2, 0.4, 0.6, 0.9, 1.0])
+    correct = torch.tensor([True, False, True, False, True])
+    expected = 2 / 5 * abs(0.5 - 0.3) + 3 / 5 * abs(2 / 3 - (0.6 + 0.9 + 1.0) / 3)
+    assert expected_calibration_error(conf, correct, bins=2) == pytest.approx(expected)
+    assert expected_calibration_error(torch.ones(4), torch.ones(4, dtype=torch.bool)) == pytest.approx(0.0)
+
+
+def test_compute_metrics_on_crafted_logits():
+    # 4 classes, training counts -> many: 0, medium: 1, 2, few: 3
+    train_counts = [200, 50, 30, 5]
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    predicted = torch.tensor([0, 0, 1, 0, 2, 2, 0, 3])
+    logits = torch.full((8, 4), -2.0)
+    logits[torch.arange(8), predicted] = 3.0
+    m = compute_metrics(logits, labels, build_activation("softmax"), train_counts)
+    assert m["top1"] == pytest.approx(75.0)
+    assert m["many"] == pytest.approx(100.0) and m["medium"] == pytest.approx(75.0)
+    assert m["few"] == pytest.approx(50.0)
+    assert m["shot_classes"] == {"many": 1, "medium": 2, "few": 1}
+    assert m["per_class_top1"] == [100.0, 50.0, 100.0, 50.0]
+    confidence = math.exp(3) / (math.exp(3) + 3 * math.exp(-2))
+    assert m["ece"] == pytest.approx(100 * abs(0.75 - confidence), rel=1e-6)
+    assert m["num_eval"] == 8
+
+
+def test_empty_shot_group_is_none():
+    m = compute_metrics(torch.randn(4, 2), torch.tensor([0, 1, 0, 1]), build_activation("gumbel"), [10, 5])
+    assert m["many"] is None and m["medium"] is None and m["few"] is not None
