@@ -1,0 +1,22 @@
+"""What a task's data builder hands to the training stages."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lt_bench.data.long_tail import SubsetView
+
+
+@dataclass
+class DataBundle:
+    train: SubsetView          # long-tailed training set, training augmentation
+    test: SubsetView           # evaluation split, evaluation transform
+    num_classes: int
+    train_counts: list[int]    # training images per class (defines many/medium/few)
+    class_names: list[str]
+    eval_split: str = "test"
+    info: dict = field(default_factory=dict)   # extra facts for the records (source, format)
+
+    @property
+    def train_plain(self) -> SubsetView:
+        """The training images with the evaluation transform (feature caching, analysis)."""
+        return self.train.with_transform(self.test.transform)
