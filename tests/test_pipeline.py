@@ -102,3 +102,10 @@ def test_nonfinite_steps_can_be_skipped_and_are_counted(make_cfg, tmp_path):
                    "train.skip_nonfinite=true")
     records = run_training(cfg)
     assert records[0]["nonfinite_skipped"] > 0
+
+
+def test_bf16_autocast_and_channels_last_on_cpu(make_cfg):
+    cfg = make_cfg("stage1.epochs=1", "stage2.epochs=1", "train.amp=bf16", "train.channels_last=true")
+    records = run_training(cfg)
+    assert [r["stage"] for r in records] == [1, 2]
+    assert all(0 <= r["top1"] <= 100 and r["nonfinite_skipped"] == 0 for r in records)
