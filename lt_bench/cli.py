@@ -1,6 +1,7 @@
 """Dispatch by mode, and the ``lt-bench`` console script."""
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -11,6 +12,7 @@ from omegaconf import DictConfig
 from lt_bench.errors import LtBenchError
 
 log = logging.getLogger("lt_bench")
+REPO = Path(__file__).resolve().parent.parent
 
 
 def hydra_overrides_for_rank(argv: list[str]) -> list[str]:
@@ -29,32 +31,62 @@ def hydra_overrides_for_rank(argv: list[str]) -> list[str]:
     return [override for key, override in extra.items() if key not in given]
 
 
+def dispatch(cfg: DictConfig) -> int:
+    """Run the configured mode; returns the process exit status."""
+    from lt_bench.config import validate
+    validate(cfg)
+    if cfg.mode == "check_data":
+        from lt_bench.data.checks import run_check_data
+        return run_check_data(cfg)
+    from lt_bench.pipeline import run_training
+    run_training(cfg)
+    return 0
+
+
 def run_from_config(cfg: DictConfig) -> None:
+    """run.py's hand-over: errors the user can fix are one line, not a traceback."""
     if int(os.environ.get("RANK", "0")) != 0:
         logging.getLogger().setLevel(logging.WARNING)
     try:
-        if cfg.mode == "train":
-            from lt_bench.pipeline import run_training
-            run_training(cfg)
-        else:
-            from lt_bench.config import validate
-            validate(cfg)  # raises, naming the valid modes
+        status = dispatch(cfg)
     except LtBenchError as err:
         log.error("%s: %s", type(err).__name__, err)
-        sys.exit(2)
+        status = 2
+    if status:
+        sys.exit(status)
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    from hydra import compose, initialize_config_dir
+    from lt_bench.config import register_resolvers
+    if not (REPO / "configs").is_dir():
+        sys.exit(f"lt-bench needs the repository's configs/ (not found at {REPO / 'configs'}); "
+                 "install with pip install -e .")
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        return compose("config", overrides=overrides)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``lt-bench train [overrides]``: the same as ``python run.py [overrides]``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print("usage: lt-bench train [key=value ...]   (Hydra overrides, as for run.py)")
-        return
-    command, rest = argv[0], argv[1:]
-    if command != "train":
-        sys.exit(f"lt-bench: unknown command {command!r}; valid: train")
-    run_py = Path(__file__).resolve().parent.parent / "run.py"
-    if not run_py.is_file():
-        sys.exit(f"lt-bench train needs the repository's run.py and configs/ (not found at {run_py}); "
-                 "install with pip install -e .")
-    os.execv(sys.executable, [sys.executable, str(run_py), *rest])
+    """``lt-bench train|check-data [options] [key=value ...]``."""
+    parser = argparse.ArgumentParser(prog="lt-bench", description="long-tailed recognition benchmarks")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("train", help="train and evaluate (same as python run.py ...)")
+    check = commands.add_parser("check-data", help="check split files and images of a task")
+    check.add_argument("--sample", type=int, default=None, help="check a random N images per split")
+    check.add_argument("--no-images", action="store_true", help="check the split files only")
+    args, overrides = parser.parse_known_args(argv)
+    if args.command == "train":
+        os.execv(sys.executable, [sys.executable, str(REPO / "run.py"), *overrides])
+    extra = ["mode=check_data", "check_data.images=" + ("false" if args.no_images else "true")]
+    if args.sample is not None:
+        extra.append(f"check_data.sample={args.sample}")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        sys.exit(dispatch(_compose(extra + overrides)))
+    except LtBenchError as err:
+        sys.exit(f"{type(err).__name__}: {err}")
+
+
+if __name__ == "__main__":
+    main()

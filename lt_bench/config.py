@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from numbers import Number
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -19,14 +20,15 @@ from lt_bench.distributed import resolve_device
 from lt_bench.errors import ConfigError
 from lt_bench.models import is_known_model
 
-MODES = ("train",)
+MODES = ("train", "check_data")
 STAGES = ("all", "1", "2")
 SCHEDULES = ("multistep", "cosine", "constant")
 AMP_MODES = ("none", "bf16", "fp16")
 STAGE2_INITS = ("stage1", "reinit")
 # Keys that say where and how a run executes, not what it computes: excluded from the hash.
 RUNTIME_KEYS = ("out_dir", "resume", "progress", "mode", "stage", "stage1.checkpoint", "device",
-                "data.root", "data.download", "data.num_workers", "distributed")
+                "data.root", "data.splits_dir", "data.download", "data.num_workers", "data.persistent_workers",
+                "data.prefetch_factor", "distributed", "check_data")
 
 
 def register_resolvers() -> None:
@@ -52,6 +54,15 @@ def build_configured_activation(cfg: DictConfig, name: str):
         raise ConfigError(f"activations.{name}: {err}") from err
 
 
+def check_batch_sizes(cfg: DictConfig, world_size: int) -> None:
+    """Batch sizes are global (over all ranks), so a recipe means the same on any world size."""
+    for stage in ("stage1", "stage2"):
+        size = cfg[stage].batch_size
+        if size % world_size:
+            raise ConfigError(f"{stage}.batch_size={size} is the global batch: it must divide evenly "
+                              f"over {world_size} ranks")
+
+
 def _check_stage_recipe(stage: str, recipe: DictConfig) -> None:
     _one_of(f"{stage}.schedule", recipe.schedule, SCHEDULES)
     for key in ("epochs", "batch_size"):
@@ -70,8 +81,17 @@ def validate(cfg: DictConfig) -> None:
     if not is_known_model(cfg.model.name):
         from lt_bench.models import build_model  # raises with the list of valid names
         build_model(cfg.model.name, 2)
-    if cfg.imbalance is None or not isinstance(cfg.imbalance, Number) or cfg.imbalance < 1:
+    if cfg.task.fixed_split:
+        if cfg.imbalance is not None:
+            raise ConfigError(f"task {cfg.task.name} has a fixed long-tailed split (its split files); "
+                              f"remove imbalance={cfg.imbalance}")
+    elif cfg.imbalance is None or not isinstance(cfg.imbalance, Number) or cfg.imbalance < 1:
         raise ConfigError(f"imbalance must be a number >= 1 for task {cfg.task.name}, got {cfg.imbalance!r}")
+    _one_of(f"eval.split for task {cfg.task.name}", cfg.eval.split, list(cfg.task.eval_splits))
+    pretrained = cfg.model.get("pretrained")
+    if pretrained not in (None, "timm") and not Path(pretrained).expanduser().is_file():
+        raise ConfigError(f"model.pretrained={pretrained}: file not found (use a weights file, 'timm' "
+                          "to download timm's weights, or null for a random init)")
     _one_of("stage1.activation", cfg.stage1.activation, sorted(ACTIVATIONS))
     _one_of("stage2.activation", cfg.stage2.activation, sorted(ACTIVATIONS))
     for name in cfg.get("activations", {}):

@@ -22,45 +22,49 @@ SHOT_GROUPS = ("many", "medium", "few")
 
 
 @torch.no_grad()
-def run_inference(fn: Callable[[Tensor], Tensor], dataset: Dataset, ctx: DistContext, *,
+def predict_shard(fn: Callable[[Tensor], Tensor], dataset: Dataset, ctx: DistContext, *,
                   batch_size: int = 256, num_workers: int = 0, amp_dtype: torch.dtype | None = None,
                   channels_last: bool = False, progress: bool = False,
-                  desc: str = "eval") -> tuple[Tensor, Tensor]:
-    """``fn`` over every item of ``dataset`` exactly once across ranks.
+                  desc: str = "eval") -> tuple[Tensor, Tensor, Tensor]:
+    """``fn`` over this rank's strided shard of ``dataset`` (items rank, rank + W, ...).
 
-    Returns (outputs float32 [N, ...], labels [N]) in dataset order, on every rank.
+    Returns (outputs float32 [n, ...], labels [n], dataset indices [n]) on the CPU.
     """
-    shard_indices = list(range(ctx.rank, len(dataset), ctx.world_size))
-    loader = DataLoader(Subset(dataset, shard_indices), batch_size=batch_size, shuffle=False,
+    indices = torch.arange(ctx.rank, len(dataset), ctx.world_size)
+    loader = DataLoader(Subset(dataset, indices.tolist()), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, pin_memory=ctx.device.type == "cuda")
     autocast = (torch.autocast(ctx.device.type, dtype=amp_dtype) if amp_dtype is not None
                 else nullcontext())
     outputs, labels = [], []
     for images, targets in progress_bar(loader, progress and ctx.is_main, desc):
         images = images.to(ctx.device, non_blocking=True)
-        if channels_last:
+        if channels_last and images.dim() == 4:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast:
             out = fn(images)
         outputs.append(out.float().cpu())
         labels.append(torch.as_tensor(targets).cpu())
-    local_out = torch.cat(outputs) if outputs else torch.empty(0)
-    local_labels = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long)
+    if not outputs:   # a rank with an empty shard still needs the trailing shape
+        image, _ = dataset[0]
+        with autocast:
+            shape = fn(image.unsqueeze(0).to(ctx.device)).shape[1:]
+        return torch.empty((0, *shape)), torch.empty(0, dtype=torch.long), indices
+    return torch.cat(outputs), torch.cat(labels), indices
+
+
+def gather_in_order(ctx: DistContext, outputs: Tensor, labels: Tensor, indices: Tensor) -> tuple[Tensor, Tensor]:
+    """Every rank's shard, back in dataset order, on every rank."""
     if not ctx.is_distributed:
-        return local_out, local_labels
-    if local_out.numel() == 0:  # a rank with an empty shard still needs the trailing shape
-        local_out = torch.empty((0, *_output_shape(fn, dataset, ctx)))
-    index = torch.tensor(shard_indices, dtype=torch.long)
-    all_out = ctx.gather_uneven(local_out)
-    all_labels = ctx.gather_uneven(local_labels)
-    order = torch.argsort(ctx.gather_uneven(index))
-    return all_out[order], all_labels[order]
+        return outputs, labels
+    order = torch.argsort(ctx.gather_uneven(indices))
+    return ctx.gather_uneven(outputs)[order], ctx.gather_uneven(labels)[order]
 
 
-@torch.no_grad()
-def _output_shape(fn, dataset, ctx) -> tuple[int, ...]:
-    image, _ = dataset[0]
-    return tuple(fn(image.unsqueeze(0).to(ctx.device)).shape[1:])
+def run_inference(fn: Callable[[Tensor], Tensor], dataset: Dataset, ctx: DistContext,
+                  **options) -> tuple[Tensor, Tensor]:
+    """``fn`` over every item of ``dataset`` exactly once across ranks: (outputs, labels) in
+    dataset order, on every rank.  Options as ``predict_shard``."""
+    return gather_in_order(ctx, *predict_shard(fn, dataset, ctx, **options))
 
 
 def shot_groups(train_counts: list[int], many_above: int = 100, few_below: int = 20) -> dict[str, list[int]]:

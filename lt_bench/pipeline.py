@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from lt_bench import distributed
 from lt_bench.activations import Activation
 from lt_bench.checkpoint import load_checkpoint
-from lt_bench.config import build_configured_activation, config_hash, validate
+from lt_bench.config import build_configured_activation, check_batch_sizes, config_hash, validate
 from lt_bench.data import DataBundle, build_data
 from lt_bench.distributed import DistContext
 from lt_bench.errors import CheckpointError, ConfigError
@@ -48,7 +48,9 @@ def resolve_out_dir(cfg: DictConfig) -> Path:
 def _train_options(cfg: DictConfig) -> TrainOptions:
     return TrainOptions(seed=int(cfg.seed), amp=cfg.train.amp, channels_last=bool(cfg.train.channels_last),
                         skip_nonfinite=bool(cfg.train.skip_nonfinite), num_workers=int(cfg.data.num_workers),
-                        progress=bool(cfg.progress), resume=bool(cfg.resume), eval_every=int(cfg.eval.every_epochs))
+                        persistent_workers=bool(cfg.data.persistent_workers),
+                        prefetch_factor=int(cfg.data.prefetch_factor), progress=bool(cfg.progress),
+                        resume=bool(cfg.resume), eval_every=int(cfg.eval.every_epochs))
 
 
 def evaluate(model: LTClassifier, bundle: DataBundle, activation: Activation, cfg: DictConfig,
@@ -82,7 +84,10 @@ def _record(cfg: DictConfig, bundle: DataBundle, stage: int, activation: Activat
             progress: dict, ctx: DistContext, checksums: list[float] | None) -> dict:
     record = {
         "schema": SCHEMA_VERSION,
-        "task": cfg.task.name, "dataset": cfg.task.dataset, "imbalance": cfg.imbalance,
+        "task": cfg.task.name, "dataset": cfg.task.dataset,
+        # fixed splits (ImageNet-LT, Places-LT): the split's own n_max / n_min
+        "imbalance": (round(max(bundle.train_counts) / min(bundle.train_counts), 2) if cfg.task.fixed_split
+                      else cfg.imbalance),
         "model": cfg.model.name, "stage": stage, "method": activation.name,
         "activation": repr(activation), "eval_split": bundle.eval_split,
         **{k: metrics[k] for k in ("top1", "top5", "many", "medium", "few", "ece", "ece_scores",
@@ -94,7 +99,9 @@ def _record(cfg: DictConfig, bundle: DataBundle, stage: int, activation: Activat
         "epochs": progress["epochs_done"], "train_seconds": round(progress["train_seconds"], 3),
         "nonfinite_skipped": progress["nonfinite_skipped"],
         "torch": torch.__version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "data": bundle.info,
+        "data": {k: v for k, v in bundle.info.items() if k != "skipped_files"},
+        "skipped_files": bundle.info.get("skipped_files", []),
+        "pretrained": cfg.model.pretrained,
     }
     if checksums is not None:
         record["rank_param_checksums"] = checksums
@@ -137,7 +144,8 @@ def _run(cfg: DictConfig, ctx: DistContext, stage1_ckpt: dict | None) -> list[di
     meta = {"config_hash": config_hash(cfg), "num_classes": int(cfg.task.num_classes),
             "model_name": cfg.model.name, "task": cfg.task.name}
 
-    bundle = build_data(cfg.task, cfg.data, cfg.imbalance)
+    check_batch_sizes(cfg, ctx.world_size)
+    bundle = build_data(cfg, ctx)
     if bundle.num_classes != cfg.task.num_classes:
         raise ConfigError(f"task {cfg.task.name}: data has {bundle.num_classes} classes, config says "
                           f"{cfg.task.num_classes}")
@@ -145,16 +153,25 @@ def _run(cfg: DictConfig, ctx: DistContext, stage1_ckpt: dict | None) -> list[di
              cfg.imbalance, len(bundle.train), len(bundle.test), bundle.eval_split, bundle.num_classes, out_dir)
 
     seed_everything(int(cfg.seed))
-    model = build_model(cfg.model.name, bundle.num_classes, in_chans=int(cfg.task.in_chans)).to(ctx.device)
+    # Pretrained weights only matter when stage 1 trains; stage=2 loads a stage-1 checkpoint.
+    pretrained = cfg.model.pretrained if str(cfg.stage) != "2" else None
+    model = build_model(cfg.model.name, bundle.num_classes, in_chans=int(cfg.task.in_chans),
+                        pretrained=pretrained).to(ctx.device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     results_path = out_dir / RESULTS_FILE
     records = []
 
-    def finish_stage(stage: int, activation: Activation, progress: dict) -> None:
+    def run_stage(stage: int, activation: Activation, train) -> None:
+        started = time.perf_counter()
+        progress = train()
+        timing = {"stage_seconds": time.perf_counter() - started}   # training, feature cache included
+        started = time.perf_counter()
         metrics = evaluate(model, bundle, activation, cfg, ctx)
+        timing["eval_seconds"] = time.perf_counter() - started
         checksums = ctx.all_gather_object(parameter_checksum(model)) if ctx.is_distributed else None
         record = _record(cfg, bundle, stage, activation, metrics, progress, ctx, checksums)
+        record.update({k: round(v, 3) for k, v in timing.items()})
         if ctx.is_main:
             upsert_record(results_path, record)   # stage 1's record survives a failing stage 2
         records.append(record)
@@ -164,21 +181,20 @@ def _run(cfg: DictConfig, ctx: DistContext, stage1_ckpt: dict | None) -> list[di
 
     if str(cfg.stage) in ("all", "1"):
         act1 = build_configured_activation(cfg, cfg.stage1.activation)
-        progress = train_stage1(model, bundle, act1, cfg.stage1, ctx, opts, out_dir, meta,
-                                evaluate=lambda: evaluate(model, bundle, act1, cfg, ctx))
-        finish_stage(1, act1, progress)
+        run_stage(1, act1, lambda: train_stage1(model, bundle, act1, cfg.stage1, ctx, opts, out_dir, meta,
+                                                evaluate=lambda: evaluate(model, bundle, act1, cfg, ctx)))
     else:
         model.load_state_dict(stage1_ckpt["model"])
         log.info("stage 1 weights from %s", cfg.stage1.checkpoint)
 
     if str(cfg.stage) in ("all", "2"):
         act2 = build_configured_activation(cfg, cfg.stage2.activation)
-        progress = train_stage2(model, bundle, act2, cfg.stage2, ctx, opts, out_dir, meta,
-                                evaluate=lambda: evaluate(model, bundle, act2, cfg, ctx),
-                                eval_batch_size=int(cfg.data.eval_batch_size))
-        finish_stage(2, act2, progress)
+        run_stage(2, act2, lambda: train_stage2(model, bundle, act2, cfg.stage2, ctx, opts, out_dir, meta,
+                                                evaluate=lambda: evaluate(model, bundle, act2, cfg, ctx),
+                                                eval_batch_size=int(cfg.data.eval_batch_size)))
 
     if ctx.is_main:
-        print(f"\n{cfg.task.name}, imbalance {cfg.imbalance}, {cfg.model.name}, seed {cfg.seed} "
+        imbalance = records[0]["imbalance"] if records else cfg.imbalance
+        print(f"\n{cfg.task.name}, imbalance {imbalance}, {cfg.model.name}, seed {cfg.seed} "
               f"({time.perf_counter() - start:.0f} s) -> {results_path}\n{format_summary(records)}\n", flush=True)
     return records

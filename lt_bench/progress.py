@@ -6,6 +6,7 @@ from typing import Iterable
 from tqdm import tqdm
 
 
-def progress_bar(iterable: Iterable, show: bool, desc: str) -> tqdm:
+def progress_bar(iterable: Iterable, show: bool, desc: str, total: int | None = None) -> tqdm:
     # disable=None lets tqdm switch itself off when stderr is not a TTY.
-    return tqdm(iterable, desc=desc, disable=None if show else True, leave=False, dynamic_ncols=True)
+    return tqdm(iterable, desc=desc, total=total, disable=None if show else True, leave=False,
+                dynamic_ncols=True)

@@ -74,7 +74,7 @@ def full_size_cifar(tmp_path_factory):
 def test_cifar_lt_from_real_format_pickles(make_cfg, full_size_cifar, task, imbalance, total, shots):
     cfg = make_cfg(f"task={task}", f"imbalance={imbalance}", f"data.root={full_size_cifar}",
                    "data.verify_md5=false")
-    bundle = build_data(cfg.task, cfg.data, cfg.imbalance)
+    bundle = build_data(cfg)
     assert len(bundle.train) == total == sum(bundle.train_counts)
     assert np.bincount(bundle.train.targets).tolist() == bundle.train_counts
     assert len(bundle.test) == 2 * cfg.task.num_classes
@@ -89,13 +89,13 @@ def test_md5_check_names_the_folder_and_the_switch(make_cfg, tmp_path):
     write_cifar(tmp_path, "cifar10", train_per_class=3, test_per_class=1)
     cfg = make_cfg("task=cifar10lt", f"data.root={tmp_path}")
     with pytest.raises(DataError, match="cifar-10-batches-py.*verify_md5=false"):
-        build_data(cfg.task, cfg.data, cfg.imbalance)
+        build_data(cfg)
 
 
 def test_missing_cifar_names_files_and_download(make_cfg, tmp_path):
     cfg = make_cfg("task=cifar100lt", f"data.root={tmp_path}")
     with pytest.raises(DataError, match=r"missing train, test, meta in .*cifar-100-python.*data.download=true"):
-        build_data(cfg.task, cfg.data, cfg.imbalance)
+        build_data(cfg)
 
 
 def test_imagefolder_layout(make_cfg, tmp_path):
@@ -107,7 +107,7 @@ def test_imagefolder_layout(make_cfg, tmp_path):
             for i in range(per_class):
                 Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i:04d}.png")
     cfg = make_cfg("task=cifar10lt", "imbalance=10", "data.format=imagefolder", f"data.root={tmp_path}")
-    bundle = build_data(cfg.task, cfg.data, cfg.imbalance)
+    bundle = build_data(cfg)
     assert bundle.train_counts == long_tail_counts(20, 10, 10)
     assert np.bincount(bundle.train.targets).tolist() == bundle.train_counts
     assert len(bundle.test) == 30 and bundle.class_names[0] == "c0"
@@ -116,12 +116,12 @@ def test_imagefolder_layout(make_cfg, tmp_path):
 
 def test_digits_lt_split(make_cfg):
     cfg = make_cfg("task=digits_lt", "imbalance=50")
-    bundle = build_data(cfg.task, cfg.data, cfg.imbalance)
+    bundle = build_data(cfg)
     assert bundle.train_counts == [120, 77, 50, 32, 21, 13, 8, 5, 3, 2]
     assert np.bincount(bundle.train.targets).tolist() == bundle.train_counts
     assert np.bincount(bundle.test.targets).tolist() == [50] * 10
     assert not set(bundle.train.indices) & set(bundle.test.indices)   # disjoint images
     image, _ = bundle.test[0]
     assert tuple(image.shape) == (1, 8, 8)
-    again = build_data(cfg.task, cfg.data, cfg.imbalance)
+    again = build_data(cfg)
     np.testing.assert_array_equal(again.train.indices, bundle.train.indices)   # fixed draw

@@ -91,7 +91,7 @@ def test_torchrun_two_processes_count_each_image_once(tmp_path, make_cfg):
         assert len(checksums) == 2 and checksums[0] == checksums[1]   # replicas in sync
     # The DDP evaluation equals a single-process evaluation of the saved model.
     cfg = make_cfg(*QUICK)
-    bundle = build_data(cfg.task, cfg.data, cfg.imbalance)
+    bundle = build_data(cfg)
     model = build_model("resnet8", 10, in_chans=1)
     for stage, record in zip(("stage1", "stage2"), records):
         model.load_state_dict(load_checkpoint(out / "checkpoints" / f"{stage}.pt")["model"])

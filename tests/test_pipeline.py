@@ -1,6 +1,7 @@
 """The decoupled pipeline in-process on the bundled digits: stages, records, checkpoints."""
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,7 +12,7 @@ from lt_bench.errors import CheckpointError, NonFiniteLossError
 from lt_bench.models import build_model
 from lt_bench.pipeline import run_training
 from lt_bench.records import REQUIRED_FIELDS, read_records
-from lt_bench.stages.feature_cache import extract_features
+from lt_bench.stages.feature_cache import FEATURES_FILE, cached_features
 
 SHORT = ("stage1.epochs=3", "stage2.epochs=2", "device=cpu")
 
@@ -80,15 +81,26 @@ def test_stage2_checkpoint_must_fit_the_task(digits_run, make_cfg, tmp_path):
         run_training(cfg)
 
 
-def test_feature_cache_equals_backbone_outputs(make_cfg):
+def test_feature_cache_equals_backbone_outputs_and_is_reused(make_cfg, tmp_path):
     cfg = make_cfg()
-    bundle = build_data(cfg.task, cfg.data, cfg.imbalance)
+    bundle = build_data(cfg)
     model = build_model("resnet8", 10, in_chans=1).eval()
-    cached = extract_features(model.backbone, bundle.train_plain, DistContext(), batch_size=64)
+    cached = cached_features(model.backbone, bundle.train_plain, bundle.train.targets, DistContext(),
+                             tmp_path, batch_size=64)
     images = torch.stack([bundle.train_plain[i][0] for i in range(len(bundle.train))])
     with torch.no_grad():
-        torch.testing.assert_close(cached.tensors[0], model.backbone(images))
-    assert cached.tensors[1].tolist() == bundle.train.targets
+        expected = model.backbone(images)
+    torch.testing.assert_close(torch.from_numpy(np.array(cached.features)), expected)
+    feature, label = cached[5]
+    torch.testing.assert_close(feature, expected[5])
+    assert label == bundle.train.targets[5] and len(cached) == len(bundle.train)
+    stamp = (tmp_path / FEATURES_FILE).stat().st_mtime_ns
+    cached_features(model.backbone, bundle.train_plain, bundle.train.targets, DistContext(), tmp_path)
+    assert (tmp_path / FEATURES_FILE).stat().st_mtime_ns == stamp          # same backbone: reused
+    with torch.no_grad():
+        model.backbone.conv1.weight.mul_(2)
+    again = cached_features(model.backbone, bundle.train_plain, bundle.train.targets, DistContext(), tmp_path)
+    assert not np.allclose(np.array(again.features), expected.numpy())      # other backbone: recomputed
 
 
 def test_nonfinite_loss_stops_naming_stage_epoch_and_batch(make_cfg):

@@ -65,7 +65,8 @@ def _load_imagefolder(root: Path):
     return train, test, list(train.classes)
 
 
-def build_cifar_lt(task, data, imbalance: float) -> DataBundle:
+def build_cifar_lt(cfg, ctx=None) -> DataBundle:
+    task, data, imbalance = cfg.task, cfg.data, cfg.imbalance
     variant, num_classes = task.dataset, int(task.num_classes)
     if data.format not in FORMATS:
         raise ConfigError(f"unknown data.format {data.format!r}; valid: {', '.join(FORMATS)}")

@@ -32,7 +32,8 @@ class TensorImages(Dataset):
         return tv_tensors.Image(self.images[i]), self.targets[i]
 
 
-def build_digits_lt(task, data, imbalance: float) -> DataBundle:
+def build_digits_lt(cfg, ctx=None) -> DataBundle:
+    task, data, imbalance = cfg.task, cfg.data, cfg.imbalance
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
     targets = digits.target.astype(np.int64)

@@ -11,6 +11,8 @@ from lt_bench.errors import ConfigError
 # LDAM-DRW's CIFAR statistics, the field's usual choice for CIFAR-LT.
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 # sklearn digits scaled to [0, 1] (pixel / 16), over all 1,797 images.
 DIGITS_MEAN = (0.3053,)
 DIGITS_STD = (0.3760,)
@@ -38,9 +40,22 @@ def digits_transform(train: bool, autoaugment: bool = False) -> Callable:
     return v2.Compose(steps + _to_normalised_tensor(DIGITS_MEAN, DIGITS_STD))
 
 
+def imagenet_transform(train: bool, autoaugment: bool = True, image_size: int = 224, resize: int = 256) -> Callable:
+    """ImageNet-LT / Places-LT: RandomResizedCrop, flip, AutoAugment (ImageNet policy) for
+    training; resize and center crop for evaluation."""
+    if not train:
+        steps = [v2.Resize(resize, antialias=True), v2.CenterCrop(image_size)]
+        return v2.Compose(steps + _to_normalised_tensor(IMAGENET_MEAN, IMAGENET_STD))
+    steps = [v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()]
+    if autoaugment:
+        steps.append(v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET))
+    return v2.Compose(steps + _to_normalised_tensor(IMAGENET_MEAN, IMAGENET_STD))
+
+
 TRANSFORMS: dict[str, Callable[..., Callable]] = {
     "cifar": cifar_transform,
     "digits": digits_transform,
+    "imagenet": imagenet_transform,
 }
 
 

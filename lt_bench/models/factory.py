@@ -12,7 +12,8 @@ import timm
 import torch
 from torch import Tensor, nn
 
-from lt_bench.errors import ConfigError
+from lt_bench.errors import CheckpointError, ConfigError
+from lt_bench.models.pretrained import load_backbone_weights
 from lt_bench.models.resnet_cifar import CifarResNet
 
 LOCAL_BACKBONES: dict[str, Callable[..., nn.Module]] = {
@@ -42,20 +43,29 @@ def is_known_model(name: str) -> bool:
     return name in LOCAL_BACKBONES or timm.is_model(name)
 
 
-def build_model(name: str, num_classes: int, in_chans: int = 3) -> LTClassifier:
+def build_model(name: str, num_classes: int, in_chans: int = 3, pretrained: str | None = None) -> LTClassifier:
+    """``pretrained``: None (random init), a weights file, or "timm" (timm's hub, online)."""
     if name in LOCAL_BACKBONES:
+        if pretrained == "timm":
+            raise ConfigError(f"{name} is not a timm model: model.pretrained must be a file or null")
         backbone = LOCAL_BACKBONES[name](in_chans=in_chans)
-        num_features = backbone.num_features
     elif timm.is_model(name):
-        backbone = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans)
-        num_features = backbone.num_features
+        try:
+            backbone = timm.create_model(name, pretrained=pretrained == "timm", num_classes=0, in_chans=in_chans)
+        except Exception as err:   # hub errors come in many types
+            if pretrained != "timm":
+                raise
+            raise CheckpointError(f"cannot fetch timm's pretrained weights for {name} ({err}); offline, "
+                                  "pass model.pretrained=PATH to a weights file") from err
     else:
         close = timm.list_models(f"*{name}*")[:10]
         raise ConfigError(
             f"unknown model {name!r}; local: {', '.join(sorted(LOCAL_BACKBONES))}; or any timm "
             f"model name{' (close: ' + ', '.join(close) + ')' if close else ''}"
         )
-    return LTClassifier(backbone, num_features, num_classes)
+    if pretrained not in (None, "timm"):
+        load_backbone_weights(backbone, pretrained)
+    return LTClassifier(backbone, backbone.num_features, num_classes)
 
 
 def count_parameters(module: nn.Module) -> int:

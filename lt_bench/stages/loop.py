@@ -40,6 +40,8 @@ class TrainOptions:
     channels_last: bool = False
     skip_nonfinite: bool = False
     num_workers: int = 0
+    persistent_workers: bool = False
+    prefetch_factor: int = 2
     progress: bool = False
     resume: bool = False
     eval_every: int = 0
@@ -62,11 +64,11 @@ class StageJob:
     meta: dict = field(default_factory=dict)    # stored in the checkpoint (config hash, classes, ...)
 
 
-def _loader(job: StageJob, sampler: DistributedSampler, opts: TrainOptions, device: torch.device,
-            drop_last: bool) -> DataLoader:
-    return DataLoader(job.dataset, batch_size=job.recipe.batch_size, sampler=sampler,
-                      num_workers=opts.num_workers, pin_memory=device.type == "cuda",
-                      drop_last=drop_last)
+def loader_options(opts: TrainOptions, device: torch.device) -> dict:
+    """DataLoader settings that keep an accelerator fed: workers, pinned memory, prefetch."""
+    workers = {"persistent_workers": opts.persistent_workers, "prefetch_factor": opts.prefetch_factor}
+    return {"num_workers": opts.num_workers, "pin_memory": device.type == "cuda",
+            **(workers if opts.num_workers > 0 else {})}
 
 
 def _restore(job: StageJob, ctx: DistContext, optimizer, scheduler, scaler) -> dict | None:
@@ -100,9 +102,12 @@ def fit(job: StageJob, ctx: DistContext, opts: TrainOptions) -> dict:
     optimizer = build_optimizer([p for p in job.trainable.parameters() if p.requires_grad], recipe)
     sampler = DistributedSampler(job.dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
                                  seed=opts.seed)
+    batch_size = recipe.batch_size // ctx.world_size          # recipes give the global batch
     # A last batch of one sample would break BatchNorm in training mode: drop it then.
-    drop_last = len(sampler) % recipe.batch_size == 1
-    steps_per_epoch = len(sampler) // recipe.batch_size if drop_last else math.ceil(len(sampler) / recipe.batch_size)
+    drop_last = len(sampler) % batch_size == 1
+    steps_per_epoch = len(sampler) // batch_size if drop_last else math.ceil(len(sampler) / batch_size)
+    loader = DataLoader(job.dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
+                        **loader_options(opts, ctx.device))
     scheduler = build_scheduler(optimizer, recipe, steps_per_epoch)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=opts.amp == "fp16")
 
@@ -119,8 +124,7 @@ def fit(job: StageJob, ctx: DistContext, opts: TrainOptions) -> dict:
         for epoch in range(progress["epochs_done"], recipe.epochs):
             seed_everything(derive_seed(opts.seed, job.index, epoch, ctx.rank))
             sampler.set_epoch(epoch)
-            stats = _train_epoch(job, net, optimizer, scheduler, scaler,
-                                 _loader(job, sampler, opts, ctx.device, drop_last), ctx, opts, epoch)
+            stats = _train_epoch(job, net, optimizer, scheduler, scaler, loader, ctx, opts, epoch)
             ctx.broadcast_buffers(job.model)
             if job.evaluate is not None and opts.eval_every and (epoch + 1) % opts.eval_every == 0:
                 stats.update({f"test_{k}": v for k, v in job.evaluate().items()

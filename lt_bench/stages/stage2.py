@@ -9,8 +9,8 @@ from lt_bench.activations import Activation, init_classifier
 from lt_bench.data import DataBundle
 from lt_bench.distributed import DistContext
 from lt_bench.models import LTClassifier
-from lt_bench.stages.feature_cache import extract_features
-from lt_bench.stages.loop import StageJob, TrainOptions, fit, is_complete
+from lt_bench.stages.feature_cache import cached_features
+from lt_bench.stages.loop import AMP_DTYPES, StageJob, TrainOptions, fit, is_complete
 
 
 def loss_scale(activation: Activation, setting, num_classes: int) -> float:
@@ -48,9 +48,10 @@ def train_stage2(model: LTClassifier, bundle: DataBundle, activation: Activation
 
     checkpoint_path = out_dir / "checkpoints" / "stage2.pt"
     if recipe.cache_features and not (opts.resume and is_complete(checkpoint_path)):
-        dataset = extract_features(model.backbone, bundle.train_plain, ctx, batch_size=eval_batch_size,
-                                   num_workers=opts.num_workers, progress=opts.progress,
-                                   channels_last=opts.channels_last)
+        dataset = cached_features(model.backbone, bundle.train_plain, bundle.train.targets, ctx,
+                                  out_dir / "cache", batch_size=eval_batch_size, num_workers=opts.num_workers,
+                                  amp_dtype=AMP_DTYPES[opts.amp], progress=opts.progress,
+                                  channels_last=opts.channels_last)
         frozen = None
     else:
         dataset, frozen = bundle.train, model.backbone
