@@ -38,6 +38,13 @@ def dispatch(cfg: DictConfig) -> int:
     if cfg.mode == "check_data":
         from lt_bench.data.checks import run_check_data
         return run_check_data(cfg)
+    if cfg.mode == "leaderboard":
+        from lt_bench.leaderboard import run_leaderboard
+        return run_leaderboard(cfg)
+    if cfg.task.get("kind") == "detection":
+        from lt_bench.detection.runner import run_detection
+        run_detection(cfg)
+        return 0
     from lt_bench.pipeline import run_training
     run_training(cfg)
     return 0
@@ -68,13 +75,19 @@ def _compose(overrides: list[str]) -> DictConfig:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``lt-bench train|check-data [options] [key=value ...]``."""
+    """``lt-bench train|check-data|leaderboard [options] [key=value ...]``."""
     parser = argparse.ArgumentParser(prog="lt-bench", description="long-tailed recognition benchmarks")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("train", help="train and evaluate (same as python run.py ...)")
     check = commands.add_parser("check-data", help="check split files and images of a task")
     check.add_argument("--sample", type=int, default=None, help="check a random N images per split")
     check.add_argument("--no-images", action="store_true", help="check the split files only")
+    commands.add_parser("leaderboard", add_help=False,
+                        help="tables from results.json records (lt-bench leaderboard --help)")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["leaderboard"]:
+        from lt_bench.leaderboard import main as leaderboard_main
+        sys.exit(leaderboard_main(argv[1:]))
     args, overrides = parser.parse_known_args(argv)
     if args.command == "train":
         os.execv(sys.executable, [sys.executable, str(REPO / "run.py"), *overrides])

@@ -15,12 +15,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from lt_bench.activations import ACTIVATIONS, CLASSIFIER_INITS, build_activation
 from lt_bench.data import DATASETS
+from lt_bench.data.samplers import SAMPLERS
 from lt_bench.data.transforms import TRANSFORMS
 from lt_bench.distributed import resolve_device
 from lt_bench.errors import ConfigError
 from lt_bench.models import is_known_model
+from lt_bench.stages.methods import STAGE2_METHODS
 
-MODES = ("train", "check_data")
+MODES = ("train", "check_data", "leaderboard")
 STAGES = ("all", "1", "2")
 SCHEDULES = ("multistep", "cosine", "constant")
 AMP_MODES = ("none", "bf16", "fp16")
@@ -28,7 +30,7 @@ STAGE2_INITS = ("stage1", "reinit")
 # Keys that say where and how a run executes, not what it computes: excluded from the hash.
 RUNTIME_KEYS = ("out_dir", "resume", "progress", "mode", "stage", "stage1.checkpoint", "device",
                 "data.root", "data.splits_dir", "data.download", "data.num_workers", "data.persistent_workers",
-                "data.prefetch_factor", "distributed", "check_data")
+                "data.prefetch_factor", "distributed", "check_data", "leaderboard", "plots")
 
 
 def register_resolvers() -> None:
@@ -72,9 +74,35 @@ def _check_stage_recipe(stage: str, recipe: DictConfig) -> None:
         raise ConfigError(f"{stage}.lr must be a positive number, got {recipe.lr!r}")
 
 
+DETECTION_LOSSES = ("activation_ce", "eql", "drop")
+LVIS_VERSIONS = ("v1", "v0.5")
+
+
+def _validate_detection(cfg: DictConfig) -> None:
+    _one_of("task.version", cfg.task.version, LVIS_VERSIONS)
+    _one_of("activation", cfg.activation, sorted(ACTIVATIONS))
+    if cfg.get("detector") is None:
+        raise ConfigError("task=lvis needs a detector (detector=mask_rcnn_r50, gol_r50, ...)")
+    _one_of("detector.loss", cfg.detector.loss, DETECTION_LOSSES)
+    if cfg.detector.loss != "activation_ce" and not build_activation(cfg.activation).binary:
+        raise ConfigError(f"detector {cfg.detector.name} uses {cfg.detector.loss}, which drops per-class "
+                          f"negative terms: activation must be sigmoid or gumbel, not {cfg.activation}")
+    path = Path(__file__).resolve().parent.parent / cfg.detector.mmdet_config
+    if not path.is_file():
+        raise ConfigError(f"detector.mmdet_config={cfg.detector.mmdet_config}: no such file under the repository")
+    if cfg.imbalance is not None:
+        raise ConfigError(f"task lvis has a fixed long-tailed split; remove imbalance={cfg.imbalance}")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first bad value and the valid ones."""
     _one_of("mode", cfg.mode, MODES)
+    if cfg.mode == "leaderboard":
+        return                      # reads records only; the leaderboard checks its own options
+    _one_of("task.kind", cfg.task.get("kind", "classification"), ("classification", "detection"))
+    if cfg.task.get("kind") == "detection":
+        _one_of("mode for task lvis", cfg.mode, ("train",))
+        return _validate_detection(cfg)
     _one_of("stage", str(cfg.stage), STAGES)
     _one_of("task.dataset", cfg.task.dataset, sorted(DATASETS))
     _one_of("task.transform", cfg.task.transform, sorted(TRANSFORMS))
@@ -100,6 +128,14 @@ def validate(cfg: DictConfig) -> None:
     _check_stage_recipe("stage1", cfg.stage1)
     _check_stage_recipe("stage2", cfg.stage2)
     _one_of("stage2.init", cfg.stage2.init, STAGE2_INITS)
+    _one_of("stage2.method", cfg.stage2.method, STAGE2_METHODS)
+    _one_of("stage2.sampler", cfg.stage2.sampler, list(SAMPLERS))
+    if cfg.stage2.tau is not None and not (isinstance(cfg.stage2.tau, Number) and cfg.stage2.tau >= 0):
+        raise ConfigError(f"stage2.tau must be a number >= 0 or null, got {cfg.stage2.tau!r}")
+    if (cfg.stage2.method == "tau_norm" and cfg.stage2.tau is None
+            and "val" not in cfg.task.get("eval_splits", [])):
+        raise ConfigError(f"stage2.method=tau_norm chooses tau on a val split, which task {cfg.task.name} "
+                          "has not: give stage2.tau=VALUE")
     _one_of("stage2.reinit_scheme", cfg.stage2.reinit_scheme, [s for s in CLASSIFIER_INITS if s != "keep"])
     scale = cfg.stage2.loss_scale
     if scale != "per_class" and not (isinstance(scale, Number) and scale > 0):

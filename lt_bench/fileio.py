@@ -7,6 +7,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, IO
 
+# mkstemp creates files readable by the owner only; results and plots should be as readable
+# as any file the user creates (the umask decides), so we apply it explicitly.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
     """Write through ``write(file)`` to a temporary file beside ``path``, fsync, then rename."""
@@ -18,6 +23,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -94,7 +94,10 @@ def _record(cfg: DictConfig, bundle: DataBundle, stage: int, activation: Activat
                                     "num_eval", "shot_classes")},
         "num_train": len(bundle.train), "train_counts": bundle.train_counts,
         "per_class_top1": metrics["per_class_top1"],
-        "seed": int(cfg.seed), "config_hash": config_hash(cfg), "setup_hash": config_hash(cfg, exclude=("seed",)),
+        # setup_hash groups the seeds of one configuration; a stage-1 model does not depend on
+        # the stage-2 settings, so its records group across them
+        "seed": int(cfg.seed), "config_hash": config_hash(cfg),
+        "setup_hash": config_hash(cfg, exclude=("seed",) if stage == 2 else ("seed", "stage2")),
         "git_rev": git_revision(), "world_size": ctx.world_size, "device": ctx.device.type,
         "epochs": progress["epochs_done"], "train_seconds": round(progress["train_seconds"], 3),
         "nonfinite_skipped": progress["nonfinite_skipped"],
@@ -106,6 +109,30 @@ def _record(cfg: DictConfig, bundle: DataBundle, stage: int, activation: Activat
     if checksums is not None:
         record["rank_param_checksums"] = checksums
     return record
+
+
+def _log_final_metrics(log_dir: Path, record: dict) -> None:
+    """The record's metrics in TensorBoard: final/* scalars, and per-class top-1 along the
+    classes sorted by training frequency (step = frequency rank) to show head and tail."""
+    from torch.utils.tensorboard import SummaryWriter
+    with SummaryWriter(str(log_dir)) as writer:
+        for key in ("top1", "top5", "many", "medium", "few", "ece"):
+            if record[key] is not None:
+                writer.add_scalar(f"final/{key}", record[key], record["epochs"])
+        order = sorted(range(len(record["train_counts"])), key=lambda c: -record["train_counts"][c])
+        for rank, c in enumerate(order):
+            if record["per_class_top1"][c] is not None:
+                writer.add_scalar("final/per_class_top1_by_frequency_rank", record["per_class_top1"][c], rank)
+
+
+def _write_plots(out_dir: Path) -> None:
+    """Analysis plots beside the records; a plotting failure is reported, the run stands."""
+    from lt_bench.plots import write_run_plots
+    try:
+        for path in write_run_plots(out_dir):
+            log.info("plot: %s", path)
+    except Exception as err:   # noqa: BLE001 - the records are written; say what failed
+        log.warning("plots not written (%s: %s)", type(err).__name__, err)
 
 
 def _save_config(cfg: DictConfig, out_dir: Path) -> None:
@@ -162,37 +189,51 @@ def _run(cfg: DictConfig, ctx: DistContext, stage1_ckpt: dict | None) -> list[di
     results_path = out_dir / RESULTS_FILE
     records = []
 
-    def run_stage(stage: int, activation: Activation, train) -> None:
+    def run_stage(stage: int, train) -> None:
+        """``train()`` returns (progress, activation to evaluate with, method name, details)."""
         started = time.perf_counter()
-        progress = train()
+        progress, activation, method, details = train()
         timing = {"stage_seconds": time.perf_counter() - started}   # training, feature cache included
         started = time.perf_counter()
         metrics = evaluate(model, bundle, activation, cfg, ctx)
         timing["eval_seconds"] = time.perf_counter() - started
         checksums = ctx.all_gather_object(parameter_checksum(model)) if ctx.is_distributed else None
         record = _record(cfg, bundle, stage, activation, metrics, progress, ctx, checksums)
-        record.update({k: round(v, 3) for k, v in timing.items()})
+        record.update(method=method, **details, **{k: round(v, 3) for k, v in timing.items()})
         if ctx.is_main:
             upsert_record(results_path, record)   # stage 1's record survives a failing stage 2
+            _log_final_metrics(out_dir / "tensorboard" / f"stage{stage}", record)
         records.append(record)
-        log.info("stage %d (%s): top1 %.2f%%  many %s  medium %s  few %s  ece %.2f", stage, activation.name,
+        log.info("stage %d (%s): top1 %.2f%%  many %s  medium %s  few %s  ece %.2f", stage, method,
                  record["top1"], *(f"{record[g]:.2f}" if record[g] is not None else "-"
                                    for g in ("many", "medium", "few")), record["ece"])
 
+    def evaluate_with(activation: Activation):
+        return lambda: evaluate(model, bundle, activation, cfg, ctx)
+
     if str(cfg.stage) in ("all", "1"):
         act1 = build_configured_activation(cfg, cfg.stage1.activation)
-        run_stage(1, act1, lambda: train_stage1(model, bundle, act1, cfg.stage1, ctx, opts, out_dir, meta,
-                                                evaluate=lambda: evaluate(model, bundle, act1, cfg, ctx)))
+
+        def stage1():
+            progress = train_stage1(model, bundle, act1, cfg.stage1, ctx, opts, out_dir, meta,
+                                    evaluate=evaluate_with(act1))
+            return progress, act1, act1.name, {}
+        run_stage(1, stage1)
     else:
         model.load_state_dict(stage1_ckpt["model"])
         log.info("stage 1 weights from %s", cfg.stage1.checkpoint)
 
     if str(cfg.stage) in ("all", "2"):
         act2 = build_configured_activation(cfg, cfg.stage2.activation)
-        run_stage(2, act2, lambda: train_stage2(model, bundle, act2, cfg.stage2, ctx, opts, out_dir, meta,
-                                                evaluate=lambda: evaluate(model, bundle, act2, cfg, ctx),
-                                                eval_batch_size=int(cfg.data.eval_batch_size)))
 
+        def stage2():
+            outcome = train_stage2(model, bundle, act2, cfg.stage2, ctx, opts, out_dir, meta,
+                                   evaluate_with=evaluate_with, eval_batch_size=int(cfg.data.eval_batch_size))
+            return outcome.progress, outcome.activation, outcome.method, outcome.details
+        run_stage(2, stage2)
+
+    if ctx.is_main and cfg.plots:
+        _write_plots(out_dir)
     if ctx.is_main:
         imbalance = records[0]["imbalance"] if records else cfg.imbalance
         print(f"\n{cfg.task.name}, imbalance {imbalance}, {cfg.model.name}, seed {cfg.seed} "

@@ -19,6 +19,14 @@ REQUIRED_FIELDS = (
     "task", "imbalance", "model", "stage", "method", "top1", "top5", "many", "medium", "few",
     "ece", "num_train", "shot_classes", "seed", "config_hash",
 )
+# Detection records (task=lvis): mask AP and its frequency groups, box AP; percentages.
+DETECTION_FIELDS = ("task", "version", "model", "method", "AP", "APr", "APc", "APf", "APbox", "seed",
+                    "config_hash")
+
+
+def record_key(record: dict) -> tuple:
+    """Records of one run folder are unique by kind, stage and method."""
+    return record.get("kind", "classification"), record.get("stage"), record.get("method")
 
 
 def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -37,13 +45,13 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
 def upsert_record(path: str | os.PathLike, record: dict[str, Any]) -> list[dict[str, Any]]:
     """Add ``record`` to the file, replacing an earlier record of the same stage and method
     (a resumed or repeated run in the same folder)."""
-    missing = [k for k in REQUIRED_FIELDS if k not in record]
+    required = DETECTION_FIELDS if record.get("kind") == "detection" else REQUIRED_FIELDS
+    missing = [k for k in required if k not in record]
     if missing:
         raise ValueError(f"record lacks {', '.join(missing)}")
-    key = (record["stage"], record["method"])
-    records = [r for r in read_records(path) if (r.get("stage"), r.get("method")) != key]
+    records = [r for r in read_records(path) if record_key(r) != record_key(record)]
     records.append(record)
-    records.sort(key=lambda r: (r.get("stage", 0), r.get("method", "")))
+    records.sort(key=lambda r: tuple("" if v is None else str(v) for v in record_key(r)))
     atomic_write_json(path, records)
     return records
 

@@ -15,6 +15,7 @@ class DataBundle:
     class_names: list[str]
     eval_split: str = "test"
     info: dict = field(default_factory=dict)   # extra facts for the records (source, format)
+    val: SubsetView | None = None  # a val split besides the evaluation split (tau_norm's tau), if any
 
     @property
     def train_plain(self) -> SubsetView:

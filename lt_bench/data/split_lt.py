@@ -26,7 +26,7 @@ def _warn_if_not_official(path: Path) -> None:
                     "`python run.py mode=check_data` shows the differences.", path, path.name)
 
 
-def _load_split(cfg, split: str, ctx) -> tuple[SplitFileDataset, list[str]]:
+def _load_split(cfg, split: str, ctx, scan: bool = True) -> tuple[SplitFileDataset, list[str]]:
     path = split_file_path(cfg, split)
     entries = read_split_file(path, int(cfg.task.num_classes))
     _warn_if_not_official(path)
@@ -34,7 +34,7 @@ def _load_split(cfg, split: str, ctx) -> tuple[SplitFileDataset, list[str]]:
     if not root.is_dir():
         raise DataError(f"image root {root} (data.root) does not exist; {path} lists images relative to it")
     skipped = []
-    if cfg.data.skip_bad:
+    if cfg.data.skip_bad and scan:
         # Every rank checks a strided share of the images; all ranks drop the same ones.
         rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
         mine = scan_images(root, path, entries[rank::world], show_progress=bool(cfg.progress) and rank == 0)
@@ -60,12 +60,16 @@ def build_split_file_lt(cfg, ctx=None) -> DataBundle:
         raise DataError(f"{train_base.split_file}: {len(empty)} class(es) without training images "
                         f"(first: {empty[:5]}); task {task.name} has {num_classes} classes")
     options = dict(image_size=int(data.image_size), resize=int(data.resize))
+    eval_transform = build_transform(task.transform, False, **options)
+    val = None
+    if eval_split != "val" and "val" in task.split_files and split_file_path(cfg, "val").is_file():
+        val_base, _ = _load_split(cfg, "val", ctx, scan=False)   # read when used (tau_norm's tau)
+        val = SubsetView(val_base, range(len(val_base)), val_base.targets, eval_transform)
     train = SubsetView(train_base, range(len(train_base)), train_base.targets,
                        build_transform(task.transform, True, autoaugment=bool(data.autoaugment), **options))
-    test = SubsetView(eval_base, range(len(eval_base)), eval_base.targets,
-                      build_transform(task.transform, False, **options))
+    test = SubsetView(eval_base, range(len(eval_base)), eval_base.targets, eval_transform)
     return DataBundle(train=train, test=test, num_classes=num_classes, train_counts=counts,
                       class_names=[str(c) for c in range(num_classes)], eval_split=eval_split,
                       info={"source": str(Path(data.root)), "format": "split_file",
                             "split_files": {"train": str(train_base.split_file), eval_split: str(eval_base.split_file)},
-                            "skipped_files": train_skipped + eval_skipped})
+                            "skipped_files": train_skipped + eval_skipped}, val=val)

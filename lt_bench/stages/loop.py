@@ -17,10 +17,11 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 from torch.utils.tensorboard import SummaryWriter
 
 from lt_bench.checkpoint import load_checkpoint, save_checkpoint
+from lt_bench.data.samplers import build_sampler
 from lt_bench.distributed import DistContext
 from lt_bench.errors import CheckpointError, NonFiniteLossError
 from lt_bench.failpoints import failpoint
@@ -53,7 +54,7 @@ class StageJob:
     index: int                                  # 1 | 2: part of every derived seed
     model: nn.Module                            # the whole model, saved in checkpoints
     trainable: nn.Module                        # the part whose parameters the optimizer updates
-    dataset: Dataset                            # (input, label) items: images or cached features
+    dataset: Dataset                            # (input, label) items with .targets: images or features
     loss_fn: Callable[[Tensor, Tensor], Tensor]
     recipe: Any                                 # epochs, batch_size, lr, schedule, ...
     checkpoint_path: Path
@@ -62,6 +63,7 @@ class StageJob:
     frozen: Callable[[Tensor], Tensor] | None = None   # no-grad feature extractor before `trainable`
     evaluate: Callable[[], dict] | None = None  # test metrics for the per-epoch curves
     meta: dict = field(default_factory=dict)    # stored in the checkpoint (config hash, classes, ...)
+    sampler: str = "random"                     # random | class_balanced | sqrt (data/samplers.py)
 
 
 def loader_options(opts: TrainOptions, device: torch.device) -> dict:
@@ -100,8 +102,8 @@ def fit(job: StageJob, ctx: DistContext, opts: TrainOptions) -> dict:
     net = (DistributedDataParallel(job.trainable, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
            if use_ddp else job.trainable)
     optimizer = build_optimizer([p for p in job.trainable.parameters() if p.requires_grad], recipe)
-    sampler = DistributedSampler(job.dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
-                                 seed=opts.seed)
+    sampler = build_sampler(job.sampler, job.dataset.targets, world_size=ctx.world_size, rank=ctx.rank,
+                            seed=opts.seed)
     batch_size = recipe.batch_size // ctx.world_size          # recipes give the global batch
     # A last batch of one sample would break BatchNorm in training mode: drop it then.
     drop_last = len(sampler) % batch_size == 1

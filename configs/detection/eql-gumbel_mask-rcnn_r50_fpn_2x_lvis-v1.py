@@ -1,0 +1,13 @@
+# EQL (lambda 0.0011) with the Gumbel activation, normalised mask head, random sampler, 2x.
+_base_ = [
+    './mask-rcnn_r50_fpn_random_1x_lvis-v1.py',
+    'mmdet::_base_/schedules/schedule_2x.py',
+]
+data_root = 'data/lvis_v1/'
+model = dict(
+    roi_head=dict(
+        bbox_head=dict(
+            loss_cls=dict(_delete_=True, type='EQLLoss', activation='gumbel', num_classes=1203,
+                          lambda_=0.0011, frequency_file=data_root + 'annotations/lvis_v1_train.json',
+                          loss_weight=1.0)),
+        mask_head=dict(predictor_cfg=dict(type='NormedConv2d', tempearture=20))))

@@ -1,0 +1,11 @@
+"""LVIS detection track: an mmdet plugin on the shared activation module.
+
+- ``losses.py``: box-classification losses on ``lt_bench.activations`` (torch only);
+- ``registry.py``: registers them, and the classifier initialiser, in mmdet's registries
+  (configs load it with ``custom_imports = dict(imports=['lt_bench.detection.registry'])``);
+- ``categories.py``: LVIS category statistics; ``evaluation.py``: the lvis API;
+- ``lvis_compat.py``: the NumPy shim for lvis 0.5.3; ``runner.py``: run.py's task=lvis.
+
+mmdet, mmcv and mmengine come with the detection extra (``make det``); nothing here is
+imported by the classification track.
+"""

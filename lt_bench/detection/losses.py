@@ -1,0 +1,146 @@
+"""Box-classification losses for mmdet's bbox heads, built on ``lt_bench.activations``.
+
+Each loss follows mmdet's loss interface (``forward(cls_score, label, weight, avg_factor,
+reduction_override)``) and the hooks mmdet's BBoxHead asks a loss for: the classifier's
+output width (``get_cls_channels``), its scores (``get_activation``) and its accuracy
+(``get_accuracy``).  No mmdet import here: ``registry.py`` registers these classes, and the
+loss math is testable without the detection extra.
+
+- ``ActivationCrossEntropyLoss``: C + 1 outputs, an explicit background logit, one-hot
+  targets over C + 1 (binary activations) or softmax cross-entropy.
+- ``EQLLoss`` / ``DropLoss``: C outputs, background proposals have all-zero targets;
+  negative terms of tail categories (image frequency < lambda) are removed for foreground
+  proposals (EQL, Tan et al. 2020) and, for background proposals, with probability
+  1 - (share of tail categories among this batch's foreground labels) (DropLoss,
+  Hsieh et al. 2021).
+
+All reduce as "mean over proposals of the per-proposal sum over classes" (mmdet's
+``avg_factor`` is the number of proposals), the activations' own convention.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lt_bench.activations import build_activation
+from lt_bench.detection.categories import load_category_stats
+from lt_bench.errors import ConfigError
+
+
+class _ClassificationLoss(nn.Module):
+    def __init__(self, activation: str = "gumbel", num_classes: int = 1203, loss_weight: float = 1.0,
+                 activation_options: dict | None = None, reduction: str = "mean"):
+        super().__init__()
+        self.activation = build_activation(activation, **(activation_options or {}))
+        self.num_classes, self.loss_weight, self.reduction = num_classes, loss_weight, reduction
+        # mmdet's BBoxHead reads these to call the hooks below instead of its softmax defaults
+        self.custom_cls_channels = self.custom_activation = self.custom_accuracy = True
+
+    def get_accuracy(self, cls_score: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """Top-1 accuracy (%) over foreground proposals, among the C object classes."""
+        fg = labels < self.num_classes
+        if not fg.any():
+            return {"acc_classes": cls_score.new_tensor(0.0)}
+        hit = cls_score[fg, : self.num_classes].argmax(dim=1) == labels[fg]
+        return {"acc_classes": hit.float().mean() * 100.0}
+
+    def _reduce(self, per_proposal: Tensor, weight: Tensor | None, avg_factor: float | None,
+                reduction_override: str | None) -> Tensor:
+        if weight is not None:
+            per_proposal = per_proposal * weight.float()
+        reduction = reduction_override or self.reduction
+        if reduction == "none":
+            loss = per_proposal
+        elif reduction == "sum":
+            loss = per_proposal.sum()
+        else:
+            loss = per_proposal.sum() / (avg_factor if avg_factor is not None else max(per_proposal.numel(), 1))
+        return self.loss_weight * loss
+
+
+class ActivationCrossEntropyLoss(_ClassificationLoss):
+    """C + 1 outputs (the last one is background), with any activation."""
+
+    def get_cls_channels(self, num_classes: int) -> int:
+        if num_classes != self.num_classes:
+            raise ConfigError(f"loss has num_classes={self.num_classes}, the bbox head {num_classes}")
+        return num_classes + 1
+
+    def get_activation(self, cls_score: Tensor) -> Tensor:
+        """Scores of the C classes and background (mmdet's NMS drops the last column)."""
+        return self.activation.probs(cls_score)
+
+    def forward(self, cls_score: Tensor, label: Tensor, weight: Tensor | None = None,
+                avg_factor: float | None = None, reduction_override: str | None = None, **kwargs) -> Tensor:
+        if self.activation.binary:
+            targets = F.one_hot(label, cls_score.shape[1]).float()
+            per_proposal = self.activation.elementwise_loss(cls_score, targets).sum(dim=1)
+        else:
+            per_proposal = self.activation.sample_loss(cls_score, label)
+        return self._reduce(per_proposal, weight, avg_factor, reduction_override)
+
+
+class _TailAwareLoss(_ClassificationLoss):
+    """C outputs; negatives of tail categories (image frequency < lambda_) may be dropped."""
+
+    def __init__(self, activation: str = "gumbel", num_classes: int = 1203, lambda_: float = 0.0011,
+                 frequency_file: str | None = None, num_images: int | None = None,
+                 image_frequency: list[float] | None = None, **kwargs):
+        super().__init__(activation, num_classes, **kwargs)
+        if not self.activation.binary:
+            raise ConfigError(f"{type(self).__name__} drops per-class negative terms: it needs a binary "
+                              f"activation (sigmoid or gumbel), not {activation!r}")
+        if image_frequency is None:
+            if frequency_file is None:
+                raise ConfigError(f"{type(self).__name__} needs frequency_file (the LVIS training "
+                                  "annotations, or a categories file with num_images) or image_frequency")
+            image_frequency = load_category_stats(frequency_file, num_images).image_frequency
+        image_frequency = torch.as_tensor(image_frequency, dtype=torch.float64)
+        if image_frequency.numel() != num_classes:
+            raise ConfigError(f"{image_frequency.numel()} category frequencies for num_classes={num_classes}")
+        self.lambda_ = lambda_
+        self.register_buffer("tail", image_frequency < lambda_, persistent=False)
+
+    def get_cls_channels(self, num_classes: int) -> int:
+        if num_classes != self.num_classes:
+            raise ConfigError(f"loss has num_classes={self.num_classes}, the bbox head {num_classes}")
+        return num_classes
+
+    def get_activation(self, cls_score: Tensor) -> Tensor:
+        """C class scores and a zero background column (mmdet's NMS drops the last column)."""
+        scores = self.activation.probs(cls_score)
+        return torch.cat([scores, scores.new_zeros(scores.shape[0], 1)], dim=1)
+
+    def dropped_negatives(self, foreground: Tensor, labels: Tensor) -> Tensor:
+        """[N, C] bool: negative terms removed from the loss."""
+        raise NotImplementedError
+
+    def forward(self, cls_score: Tensor, label: Tensor, weight: Tensor | None = None,
+                avg_factor: float | None = None, reduction_override: str | None = None, **kwargs) -> Tensor:
+        foreground = label < self.num_classes
+        targets = torch.zeros_like(cls_score, dtype=torch.float32)
+        targets[foreground, label[foreground]] = 1.0
+        keep = ~(self.dropped_negatives(foreground, label) & (targets == 0))
+        elementwise = self.activation.elementwise_loss(cls_score, targets) * keep
+        return self._reduce(elementwise.sum(dim=1), weight, avg_factor, reduction_override)
+
+
+class EQLLoss(_TailAwareLoss):
+    """Equalization loss: foreground proposals do not push tail categories down."""
+
+    def dropped_negatives(self, foreground: Tensor, labels: Tensor) -> Tensor:
+        return foreground[:, None] & self.tail[None, :]
+
+
+class DropLoss(_TailAwareLoss):
+    """EQL for foreground proposals; background proposals keep their tail-category negatives
+    with probability r, the share of tail categories among this batch's foreground labels."""
+
+    def dropped_negatives(self, foreground: Tensor, labels: Tensor) -> Tensor:
+        fg_labels = labels[foreground]
+        ratio = (self.tail[fg_labels].float().mean() if fg_labels.numel()
+                 else torch.zeros((), device=labels.device))
+        keep_background = torch.rand(labels.shape[0], device=labels.device) <= ratio
+        dropped_rows = foreground | (~foreground & ~keep_background)
+        return dropped_rows[:, None] & self.tail[None, :]

@@ -1,0 +1,40 @@
+"""Registers the suite's losses and classifier initialiser in mmdet's registries.
+
+mmengine imports this module through ``custom_imports = dict(imports=['lt_bench.detection.registry'])``
+in the detection configs, after which they name ``ActivationCrossEntropyLoss``, ``EQLLoss``,
+``DropLoss`` and the ``ActivationClassifierInit`` initialiser like any mmdet component.
+"""
+from __future__ import annotations
+
+from mmengine.model.weight_init import BaseInit
+from mmdet.registry import MODELS, WEIGHT_INITIALIZERS
+from torch import nn
+
+from lt_bench.activations import build_activation, init_classifier
+from lt_bench.detection.losses import ActivationCrossEntropyLoss, DropLoss, EQLLoss
+from lt_bench.detection.lvis_compat import patch_lvis
+
+for _loss in (ActivationCrossEntropyLoss, EQLLoss, DropLoss):
+    MODELS.register_module(module=_loss, force=True)
+
+
+@WEIGHT_INITIALIZERS.register_module(force=True)
+class ActivationClassifierInit(BaseInit):
+    """The box classifier's init for its activation (``lt_bench.activations.init_classifier``):
+    scheme ``detection`` gives weights 0.001 and bias -2 for Gumbel, -6.5 for sigmoid and
+    softmax (the paper's); ``prior`` gives every initial score 1/C."""
+
+    def __init__(self, activation: str = "gumbel", scheme: str = "detection", **kwargs):
+        super().__init__(**kwargs)
+        self.activation, self.scheme = build_activation(activation), scheme
+
+    def __call__(self, module: nn.Module) -> None:
+        for layer in module.modules():
+            if isinstance(layer, nn.Linear):
+                init_classifier(layer, self.activation, self.scheme)
+
+    def _get_init_info(self) -> str:
+        return f"{type(self).__name__}: activation={self.activation.name}, scheme={self.scheme}"
+
+
+patch_lvis()   # mmdet's LVISMetric runs lvis.eval

@@ -1,0 +1,137 @@
+"""Leaderboard tables as Markdown, CSV, LaTeX, HTML or JSON.
+
+Text formats (md, latex, html) show 2 decimals and "-" for a missing cell; csv and json
+carry one cell per (row, column, metric) at full precision, empty/null where missing, so
+that other tools can recompute anything the text shows.
+"""
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import re
+from typing import Any
+
+from lt_bench.errors import ConfigError
+from lt_bench.leaderboard import SETTING, Cell, Row, Table
+
+FIELDS = ("row", "kind", "task", "imbalance", "version", "model", "metric", "mean", "std", "n", "paper",
+          "delta", "reference", "setup_hash")
+MISSING = "-"
+
+
+def cell_dicts(tables: list[Table]) -> list[dict[str, Any]]:
+    """One dict per (row, column, metric), every table, in display order."""
+    out = []
+    for table in tables:
+        for row in table.rows:
+            for column in table.columns:
+                for metric in table.metrics:
+                    cell = table.cell(row, column, metric)
+                    out.append({
+                        "row": row.label, "kind": table.kind, "task": column.task,
+                        "imbalance": column.setting if SETTING[table.kind] == "imbalance" else None,
+                        "version": column.setting if SETTING[table.kind] == "version" else None,
+                        "model": column.model, "metric": metric, "mean": cell.mean, "std": cell.std,
+                        "n": cell.n, "paper": cell.paper, "delta": cell.delta, "reference": row.reference,
+                        "setup_hash": cell.setup_hash})
+    return out
+
+
+def cell_text(cell: Cell, row: Row, pm: str = "±", delta: str = "Δ") -> str:
+    """'46.00 ± 0.71 (n=3) Δ +0.50'; a single run has std '-'; a paper cell is its number."""
+    if cell.mean is None:
+        return MISSING
+    if row.reference:
+        return f"{cell.mean:.2f}"
+    std = MISSING if cell.std is None else f"{cell.std:.2f}"
+    text = f"{cell.mean:.2f} {pm} {std} (n={cell.n})"
+    return text if cell.delta is None else f"{text} {delta} {cell.delta:+.2f}"
+
+
+def _caption(table: Table) -> str:
+    return (f"{table.kind}: {', '.join(table.metrics)} (%), mean +/- sample std over seeds (n runs), "
+            f"delta = ours - paper")
+
+
+def _headers(table: Table) -> list[tuple[str, str]]:
+    """(column label, metric) of each value column."""
+    return [(c.label, m) for c in table.columns for m in table.metrics]
+
+
+def render_md(table: Table) -> str:
+    single = len(table.metrics) == 1
+    heads = [label if single else f"{label} {metric}" for label, metric in _headers(table)]
+    lines = [f"### {_caption(table)}", "",
+             "| " + " | ".join(h.replace("|", "\\|") for h in ["method", *heads]) + " |",
+             "| --- |" + " ---: |" * len(heads)]
+    for row in table.rows:
+        texts = [cell_text(table.cell(row, c, m), row) for c in table.columns for m in table.metrics]
+        lines.append("| " + " | ".join(t.replace("|", "\\|") for t in [row.label, *texts]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    return re.sub(r"[\\&%$#_{}~^]", lambda m: _LATEX_SPECIAL[m.group()], text)
+
+
+def render_latex(table: Table) -> str:
+    k = len(table.metrics)
+    lines = [f"% {_caption(table)}", r"\begin{tabular}{l" + "r" * (k * len(table.columns)) + "}", r"\toprule"]
+    if k == 1:
+        lines.append(" & ".join(["method", *(latex_escape(c.label) for c in table.columns)]) + r" \\")
+    else:
+        groups = [rf"\multicolumn{{{k}}}{{c}}{{{latex_escape(c.label)}}}" for c in table.columns]
+        lines.append(" & ".join(["", *groups]) + r" \\")
+        lines.append(" ".join(rf"\cmidrule(lr){{{2 + i * k}-{1 + (i + 1) * k}}}" for i in range(len(table.columns))))
+        lines.append(" & ".join(["method", *(latex_escape(m) for _, m in _headers(table))]) + r" \\")
+    lines.append(r"\midrule")
+    for row in table.rows:
+        label = latex_escape(row.label)
+        texts = [latex_escape(cell_text(table.cell(row, c, m), row, pm="@PM@", delta="@DELTA@"))
+                 .replace("@PM@", r"$\pm$").replace("@DELTA@", r"$\Delta$")
+                 for c in table.columns for m in table.metrics]
+        lines.append(" & ".join([rf"\textit{{{label}}}" if row.reference else label, *texts]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def render_html(table: Table) -> str:
+    k, esc = len(table.metrics), html.escape
+    lines = [f'<table class="lt-leaderboard" data-kind="{esc(table.kind)}">',
+             f"<caption>{esc(_caption(table))}</caption>", "<thead>"]
+    if k == 1:
+        lines.append("<tr><th>method</th>" + "".join(f"<th>{esc(c.label)}</th>" for c in table.columns) + "</tr>")
+    else:
+        lines.append('<tr><th rowspan="2">method</th>'
+                     + "".join(f'<th colspan="{k}">{esc(c.label)}</th>' for c in table.columns) + "</tr>")
+        lines.append("<tr>" + "".join(f"<th>{esc(m)}</th>" for _, m in _headers(table)) + "</tr>")
+    lines += ["</thead>", "<tbody>"]
+    for row in table.rows:
+        texts = [cell_text(table.cell(row, c, m), row) for c in table.columns for m in table.metrics]
+        attr = ' class="reference"' if row.reference else ""
+        lines.append(f"<tr{attr}><th>{esc(row.label)}</th>" + "".join(f"<td>{esc(t)}</td>" for t in texts) + "</tr>")
+    lines += ["</tbody>", "</table>"]
+    return "\n".join(lines) + "\n"
+
+
+def render(tables: Table | list[Table], fmt: str) -> str:
+    """All tables in one text: classification first, blank line between tables."""
+    tables = [tables] if isinstance(tables, Table) else list(tables)
+    if fmt == "json":
+        return json.dumps(cell_dicts(tables), indent=1) + "\n"
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in d.items()} for d in cell_dicts(tables))
+        return buffer.getvalue()
+    renderers = {"md": render_md, "latex": render_latex, "html": render_html}
+    if fmt not in renderers:
+        raise ConfigError(f"unknown leaderboard format {fmt!r}; valid: json, csv, {', '.join(renderers)}")
+    return "\n".join(renderers[fmt](table) for table in tables)

@@ -1,0 +1,284 @@
+"""The leaderboard against numbers computed here by hand, in every output format."""
+import csv
+import io
+import json
+import statistics
+from html.parser import HTMLParser
+
+import pytest
+from omegaconf import OmegaConf
+
+from lt_bench.errors import ConfigError, DataError
+from lt_bench.leaderboard import (build_leaderboard, collect_records, leaderboard_text, load_references, main,
+                                  run_leaderboard)
+
+GUMBEL_C100 = [45.0, 46.5, 46.5]          # three seeds of one configuration: mean 46.0
+STAGE1_C100 = [38.0, 38.5, 39.5]
+LVIS_GUMBEL_AP = [19.4, 19.8]
+
+
+def cls(stage, method, top1, setup, seed=0, task="cifar100lt", imbalance=100, model="resnet32",
+        created="2024-05-01T10:00:00+00:00", **extra):
+    return {"task": task, "imbalance": imbalance, "model": model, "stage": stage, "method": method,
+            "top1": top1, "top5": top1 + 20, "many": top1 + 10, "medium": top1, "few": None, "ece": 5.0 + seed,
+            "seed": seed, "config_hash": f"{setup}-{seed}", "setup_hash": setup, "created": created,
+            "eval_split": "test", **extra}
+
+
+def det(method, ap, setup, seed=0, model="mask_rcnn_r50"):
+    return {"kind": "detection", "task": "lvis", "version": "v1", "model": model, "stage": None,
+            "method": method, "AP": ap, "APr": ap - 14, "APc": ap - 2, "APf": ap + 8, "APbox": ap + 1,
+            "seed": seed, "config_hash": f"{setup}-{seed}", "setup_hash": setup,
+            "created": "2024-05-02T00:00:00+00:00"}
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """runs/<folder>/results.json, as the pipeline writes them."""
+    folders = {
+        **{f"c100_gumbel_s{s}": [cls(1, "softmax", STAGE1_C100[s], "aaaa1111", s),
+                                 cls(2, "gumbel", GUMBEL_C100[s], "aaaa1111", s)] for s in range(3)},
+        # another configuration in the same cells, run later: its own rows
+        "c100_gumbel_lr": [cls(1, "softmax", 37.0, "cccc2222", created="2024-06-01T00:00:00+00:00"),
+                           cls(2, "gumbel", 44.0, "cccc2222", created="2024-06-01T00:00:00+00:00")],
+        "c100_softmax": [cls(2, "softmax", 42.0, "bbbb3333")],
+        "c100_ib200": [cls(2, "gumbel", 41.0, "dddd4444", imbalance=200)],     # no stage-1 record there
+        "inlt": [cls(2, "gumbel", 48.7, "eeee5555", task="imagenetlt", imbalance=256.0, model="resnet50")],
+        "nested/lvis_s0": [det("gumbel", LVIS_GUMBEL_AP[0], "ffff6666", 0)],
+        "nested/lvis_s1": [det("gumbel", LVIS_GUMBEL_AP[1], "ffff6666", 1)],
+        "nested/lvis_sigmoid": [det("sigmoid", 16.0, "9999aaaa")],
+    }
+    root = tmp_path / "runs"
+    for name, records in folders.items():
+        (root / name).mkdir(parents=True)
+        (root / name / "results.json").write_text(json.dumps(records))
+    return root
+
+
+def csv_rows(text):
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def find(cells, row, task, metric="top1", **where):
+    hits = [c for c in cells if c["row"] == row and c["task"] == task and c["metric"] == metric
+            and all(c[k] == v for k, v in where.items())]
+    assert len(hits) == 1, (row, task, metric, where, hits)
+    return hits[0]
+
+
+def md_table(text, heading):
+    """The rows (lists of cell texts) of the Markdown table under ``heading``."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("###") and heading in line)
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split(" | ")])
+    return rows
+
+
+def test_collect_records_order_source_and_errors(runs, tmp_path):
+    records = collect_records([runs])
+    sources = [r["source"] for r in records]
+    assert sources == sorted(sources) and len(records) == 3 * 2 + 2 + 1 + 1 + 1 + 3
+    assert sources[0] == str(runs / "c100_gumbel_lr" / "results.json")
+    one = runs / "inlt" / "results.json"
+    assert [r["top1"] for r in collect_records([one, runs / "inlt"])] == [48.7]     # named twice, read once
+    with pytest.raises(DataError, match="nowhere: no such file"):
+        collect_records([tmp_path / "nowhere"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty: no results.json"):
+        collect_records([tmp_path / "empty"])
+    (runs / "bad").mkdir()
+    (runs / "bad" / "results.json").write_text(json.dumps([{"task": "cifar100lt", "imbalance": 100, "model": "m",
+                                                            "stage": 2, "method": "gumbel", "top1": 1.0}]))
+    with pytest.raises(DataError, match=r"bad/results.json: .*lacks setup_hash"):
+        build_leaderboard([runs / "bad"])
+
+
+def test_seeds_are_averaged_with_sample_std_and_paper_delta(runs):
+    cells = json.loads(leaderboard_text([runs], "json"))
+    gumbel = find(cells, "gumbel (stage 2)", "cifar100lt", imbalance=100)
+    assert gumbel["n"] == 3 and gumbel["setup_hash"] == "aaaa1111"
+    assert gumbel["mean"] == pytest.approx(statistics.mean(GUMBEL_C100)) == pytest.approx(46.0)
+    assert gumbel["std"] == pytest.approx(statistics.stdev(GUMBEL_C100))
+    assert gumbel["paper"] == 45.5 and gumbel["delta"] == pytest.approx(0.5)
+    stage1 = find(cells, "softmax (stage 1)", "cifar100lt", imbalance=100)
+    assert (stage1["n"], stage1["paper"], stage1["delta"]) == (3, None, None)    # the paper is stage 2
+    assert stage1["std"] == pytest.approx(statistics.stdev(STAGE1_C100))
+    single = find(cells, "softmax (stage 2)", "cifar100lt", imbalance=100)
+    assert (single["n"], single["std"]) == (1, None) and single["delta"] == pytest.approx(42.0 - 42.4)
+    # fixed split: the paper's ImageNet-LT cell matches our imbalance 256.0
+    inlt = find(cells, "gumbel (stage 2)", "imagenetlt", imbalance=256.0)
+    assert inlt["paper"] == 48.2 and inlt["delta"] == pytest.approx(0.5)
+    assert find(cells, "gumbel (paper)", "imagenetlt")["mean"] == 48.2
+
+
+def test_second_configuration_gets_its_own_row(runs):
+    cells = json.loads(leaderboard_text([runs], "json"))
+    extra = find(cells, "gumbel (stage 2) [cfg cccc22]", "cifar100lt", imbalance=100)
+    assert (extra["mean"], extra["n"], extra["setup_hash"]) == (44.0, 1, "cccc2222")
+    assert extra["delta"] == pytest.approx(44.0 - 45.5)
+    assert find(cells, "softmax (stage 1) [cfg cccc22]", "cifar100lt", imbalance=100)["mean"] == 37.0
+    ours = [c for c in cells if c["kind"] == "classification" and not c["reference"] and c["metric"] == "top1"]
+    assert sum(c["n"] or 0 for c in ours) == 3 * 2 + 2 + 1 + 1 + 1     # every record counted once
+
+
+def test_markdown_table(runs):
+    text = leaderboard_text([runs])
+    assert text.index("### classification") < text.index("### detection")
+    rows = md_table(text, "classification")
+    assert rows[0] == ["method", "cifar100lt ib=100 resnet32", "cifar100lt ib=200 resnet32",
+                       "imagenetlt ib=256 resnet50"]
+    assert rows[1] == ["---", "---:", "---:", "---:"]
+    body = {r[0]: r[1:] for r in rows[2:]}
+    assert list(body) == ["softmax (stage 1)", "softmax (stage 1) [cfg cccc22]", "gumbel (stage 2)",
+                          "gumbel (stage 2) [cfg cccc22]", "softmax (stage 2)", "gumbel (paper)", "softmax (paper)"]
+    std = statistics.stdev(GUMBEL_C100)
+    assert body["gumbel (stage 2)"] == [f"46.00 ± {std:.2f} (n=3) Δ +0.50", "41.00 ± - (n=1) Δ -0.50",
+                                        "48.70 ± - (n=1) Δ +0.50"]
+    assert body["softmax (stage 1)"][1:] == ["-", "-"]                        # missing cells
+    assert body["softmax (stage 2)"] == ["42.00 ± - (n=1) Δ -0.40", "-", "-"]
+    assert body["gumbel (paper)"] == ["45.50", "41.50", "48.20"]
+    assert body["softmax (paper)"] == ["42.40", "38.30", "45.20"]
+
+
+def test_detection_table(runs):
+    cells = json.loads(leaderboard_text([runs / "nested"], "json"))
+    assert {c["kind"] for c in cells} == {"detection"}
+    assert sorted({c["metric"] for c in cells}) == sorted(["AP", "APr", "APc", "APf", "APbox"])
+    ap = find(cells, "gumbel", "lvis", metric="AP", version="v1", model="mask_rcnn_r50")
+    assert ap["mean"] == pytest.approx(statistics.mean(LVIS_GUMBEL_AP)) and ap["n"] == 2
+    assert ap["std"] == pytest.approx(statistics.stdev(LVIS_GUMBEL_AP))
+    assert ap["delta"] == pytest.approx(statistics.mean(LVIS_GUMBEL_AP) - 19.0)
+    apr = find(cells, "gumbel", "lvis", metric="APr", version="v1")
+    assert apr["delta"] == pytest.approx(statistics.mean(LVIS_GUMBEL_AP) - 14 - 4.9)
+    assert find(cells, "sigmoid (paper)", "lvis", metric="APbox")["mean"] == 17.2
+    assert find(cells, "sigmoid", "lvis", metric="APf")["delta"] == pytest.approx(24.0 - 27.3)
+    rows = md_table(leaderboard_text([runs / "nested"]), "detection")
+    assert rows[0][1:] == [f"lvis v1 mask_rcnn_r50 {m}" for m in ("AP", "APr", "APc", "APf", "APbox")]
+    assert [r[0] for r in rows[2:]] == ["gumbel", "sigmoid", "gumbel (paper)", "sigmoid (paper)", "softmax (paper)"]
+
+
+def test_metrics_option(runs):
+    metrics = ("top1", "many", "medium", "few", "ece")
+    cells = json.loads(leaderboard_text([runs / "c100_gumbel_s0", runs / "c100_gumbel_s1",
+                                         runs / "c100_gumbel_s2"], "json", metrics=metrics))
+    assert [c["metric"] for c in cells[:5]] == list(metrics)
+    ece = find(cells, "gumbel (stage 2)", "cifar100lt", metric="ece")
+    assert ece["mean"] == pytest.approx(statistics.mean([5.0, 6.0, 7.0])) and ece["paper"] is None
+    few = find(cells, "gumbel (stage 2)", "cifar100lt", metric="few")
+    assert (few["mean"], few["n"]) == (None, 0)                              # every value null
+    assert find(cells, "gumbel (paper)", "cifar100lt", metric="many")["mean"] is None
+    rows = md_table(leaderboard_text([runs / "c100_gumbel_s0"], metrics="top1,many,medium,few,ece"),
+                    "classification")
+    assert rows[0][1:] == [f"cifar100lt ib=100 resnet32 {m}" for m in metrics]
+    with pytest.raises(ConfigError, match="'top3'"):
+        leaderboard_text([runs], metrics=["top1", "top3"])
+    with pytest.raises(ConfigError, match="'xls'"):
+        leaderboard_text([runs], "xls")
+
+
+def test_csv_parses_back(runs):
+    rows = csv_rows(leaderboard_text([runs], "csv"))
+    assert list(rows[0]) == ["row", "kind", "task", "imbalance", "version", "model", "metric", "mean", "std", "n",
+                             "paper", "delta", "reference", "setup_hash"]
+    gumbel = find(rows, "gumbel (stage 2)", "cifar100lt", imbalance="100.0")
+    assert float(gumbel["mean"]) == pytest.approx(46.0) and gumbel["n"] == "3"
+    assert float(gumbel["std"]) == pytest.approx(statistics.stdev(GUMBEL_C100))
+    assert (float(gumbel["paper"]), float(gumbel["delta"])) == (45.5, pytest.approx(0.5))
+    missing = find(rows, "softmax (stage 1)", "cifar100lt", imbalance="200.0")
+    assert [missing[k] for k in ("mean", "std", "n", "paper", "delta")] == ["", "", "", "", ""]
+    paper_only = find(rows, "softmax (stage 2)", "cifar100lt", imbalance="200.0")    # no run, paper known
+    assert (paper_only["mean"], paper_only["paper"]) == ("", "38.3")
+    ap = find(rows, "gumbel", "lvis", metric="APbox", version="v1")
+    assert ap["imbalance"] == "" and float(ap["mean"]) == pytest.approx(statistics.mean(LVIS_GUMBEL_AP) + 1)
+    assert {r["reference"] for r in rows if r["row"].endswith("(paper)")} == {"True"}
+
+
+def test_latex_parses_back(runs):
+    text = leaderboard_text([runs], "latex")
+    tables = text.split(r"\end{tabular}")[:-1]
+    assert len(tables) == 2
+    lines = tables[0].splitlines()
+    assert r"\toprule" in lines and r"\bottomrule" in lines
+    body = lines[lines.index(r"\midrule") + 1:lines.index(r"\bottomrule")]
+    assert len(body) == 7 and all(line.endswith(r"\\") for line in body)
+    assert lines[lines.index(r"\toprule") + 1].startswith(r"method & cifar100lt ib=100 resnet32 &")
+    assert body[2].split(" & ")[1] == rf"46.00 $\pm$ {statistics.stdev(GUMBEL_C100):.2f} (n=3) $\Delta$ +0.50"
+    assert body[5].startswith(r"\textit{gumbel (paper)} & 45.50 &")
+    det_lines = tables[1].splitlines()
+    assert r"lvis v1 mask\_rcnn\_r50" in tables[1] and "mask_rcnn" not in tables[1]
+    assert det_lines[det_lines.index(r"\midrule") - 1] == "method & AP & APr & APc & APf & APbox \\\\"
+    det_body = det_lines[det_lines.index(r"\midrule") + 1:det_lines.index(r"\bottomrule")]
+    assert len(det_body) == 5
+
+
+class CellTexts(HTMLParser):
+    """Tables as lists of rows of cell texts, head and body apart."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self.cell = [], None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append({"thead": [], "tbody": []})
+        elif tag in ("thead", "tbody"):
+            self.part = tag
+        elif tag == "tr":
+            self.tables[-1][self.part].append([])
+        elif tag in ("th", "td"):
+            self.cell = ""
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell += data
+
+    def handle_endtag(self, tag):
+        if tag in ("th", "td"):
+            self.tables[-1][self.part][-1].append(self.cell)
+            self.cell = None
+
+
+def test_html_parses_back(runs):
+    parser = CellTexts()
+    parser.feed(leaderboard_text([runs], "html"))
+    classification, detection = parser.tables
+    assert classification["thead"] == [["method", "cifar100lt ib=100 resnet32", "cifar100lt ib=200 resnet32",
+                                         "imagenetlt ib=256 resnet50"]]
+    body = {r[0]: r[1:] for r in classification["tbody"]}
+    assert len(classification["tbody"]) == 7
+    assert body["gumbel (stage 2) [cfg cccc22]"] == ["44.00 ± - (n=1) Δ -1.50", "-", "-"]
+    assert body["softmax (paper)"] == ["42.40", "38.30", "45.20"]
+    assert detection["thead"] == [["method", "lvis v1 mask_rcnn_r50"], ["AP", "APr", "APc", "APf", "APbox"]]
+    assert [r[0] for r in detection["tbody"]][:2] == ["gumbel", "sigmoid"]
+
+
+def test_cli_and_config_entry_points(runs, tmp_path, capsys):
+    out = tmp_path / "board" / "leaderboard.csv"
+    assert main([str(runs), "--format", "csv", "--out", str(out), "--metrics", "top1,ece"]) == 0
+    assert str(out) in capsys.readouterr().out
+    assert out.read_text() == leaderboard_text([runs], "csv", metrics=["top1", "ece"])
+    assert {r["metric"] for r in csv_rows(out.read_text())} == {"top1", "ece", "AP", "APr", "APc", "APf", "APbox"}
+    assert main([str(runs / "inlt")]) == 0
+    assert "| gumbel (stage 2) | 48.70 ± - (n=1) Δ +0.50 |" in capsys.readouterr().out
+    assert main([str(tmp_path / "nowhere")]) == 2
+    assert "DataError" in capsys.readouterr().err
+    cfg = OmegaConf.create({"leaderboard": {"paths": [str(runs)], "format": "json", "out": str(tmp_path / "lb.json"),
+                                            "metrics": None}})
+    assert run_leaderboard(cfg) == 0
+    assert json.loads((tmp_path / "lb.json").read_text()) == json.loads(leaderboard_text([runs], "json"))
+    with pytest.raises(ConfigError, match="leaderboard.paths"):
+        run_leaderboard(OmegaConf.create({"leaderboard": {"paths": [], "format": "md", "out": None, "metrics": None}}))
+
+
+def test_reference_file_is_well_formed():
+    entries = load_references()
+    cifar = {(e["imbalance"], e["method"]): e["top1"] for e in entries if e["task"] == "cifar100lt"}
+    assert cifar == {(50, "softmax"): 46.2, (100, "softmax"): 42.4, (200, "softmax"): 38.3,
+                     (50, "gumbel"): 49.0, (100, "gumbel"): 45.5, (200, "gumbel"): 41.5}
+    gol = [e for e in entries if e["model"] == "gol_r101"]
+    assert [(e["AP"], e["APr"], e["APc"], e["APf"], e["APbox"]) for e in gol] == [(29.0, 22.8, 29.0, 31.7, 29.2)]
+    assert all(e.get("table") for e in entries)
