@@ -14,9 +14,10 @@ MMCV_VERSION=2.1.0
 CACHE=${LT_BENCH_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lt_bench/wheels}
 pip() { "$PY" -m pip --disable-pip-version-check "$@"; }
 
+# mmcv compiles its CUDA ops when a GPU is visible or FORCE_CUDA=1 (its setup.py's rule)
 variant=$("$PY" - <<'PY'
-import shutil, sys, torch
-cuda = torch.version.cuda is not None and shutil.which("nvcc") is not None
+import os, sys, torch
+cuda = torch.cuda.is_available() or os.environ.get("FORCE_CUDA") == "1"
 print(f"torch{torch.__version__.split('+')[0]}-py{sys.version_info.major}{sys.version_info.minor}-{'cuda' if cuda else 'cpu'}")
 PY
 )

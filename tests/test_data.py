@@ -7,7 +7,7 @@ from PIL import Image
 from lt_bench.data import build_data, long_tail_counts, long_tail_indices
 from lt_bench.errors import ConfigError, DataError
 from lt_bench.evaluation import shot_groups
-from tests.helpers.cifar_files import write_cifar
+from lt_bench.data.synthetic import write_cifar
 
 
 @pytest.mark.parametrize("n_max,classes,imbalance,total", [

@@ -14,7 +14,7 @@ from lt_bench.models import build_model
 from lt_bench.pipeline import evaluate
 from lt_bench.activations import build_activation
 from tests.conftest import ROOT
-from tests.helpers.cifar_files import write_cifar
+from lt_bench.data.synthetic import write_cifar
 
 pytestmark = pytest.mark.slow
 QUICK = ["stage1.epochs=4", "stage2.epochs=2", "device=cpu", "progress=false"]

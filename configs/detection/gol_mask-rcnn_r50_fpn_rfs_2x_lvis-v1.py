@@ -1,10 +1,7 @@
 # GOL (ECCV 2022) on LVIS v1: Mask R-CNN R50-FPN, Gumbel activation + DropLoss (lambda 0.0011 on
 # LVIS v1 image-count frequencies, C outputs), repeat-factor sampling (0.001), normalised mask
 # head, NMS IoU 0.3, score threshold 1e-4, 300 detections per image, 2x schedule.
-_base_ = [
-    'mmdet::lvis/mask-rcnn_r50_fpn_sample1e-3_ms-1x_lvis-v1.py',
-    'mmdet::_base_/schedules/schedule_2x.py',
-]
+_base_ = 'mmdet::lvis/mask-rcnn_r50_fpn_sample1e-3_ms-1x_lvis-v1.py'
 custom_imports = dict(imports=['lt_bench.detection.registry'], allow_failed_imports=False)
 
 data_root = 'data/lvis_v1/'
@@ -23,3 +20,10 @@ model = dict(
         # NormedConv2d spells the argument "tempearture")
         mask_head=dict(predictor_cfg=dict(type='NormedConv2d', tempearture=20))),
     test_cfg=dict(rcnn=dict(score_thr=0.0001, nms=dict(type='nms', iou_threshold=0.3), max_per_img=300)))
+
+# 2x schedule (mmdet's schedule_2x): 24 epochs, lr x0.1 at epochs 16 and 22
+train_cfg = dict(max_epochs=24)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
+    dict(type='MultiStepLR', begin=0, end=24, by_epoch=True, milestones=[16, 22], gamma=0.1),
+]

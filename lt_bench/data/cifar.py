@@ -30,7 +30,7 @@ def _without_md5(cls: type) -> type:
     )
 
 
-def _load_pickles(variant: str, root: Path, download: bool, verify_md5: bool):
+def load_cifar_pickles(variant: str, root: Path, download: bool, verify_md5: bool):
     cls = TORCHVISION_CIFAR[variant]
     folder = root / cls.base_folder
     if not download:
@@ -52,7 +52,7 @@ def _load_pickles(variant: str, root: Path, download: bool, verify_md5: bool):
     return train, test, list(train.classes)
 
 
-def _load_imagefolder(root: Path):
+def load_imagefolder(root: Path):
     splits = {}
     for split in ("train", "test"):
         path = root / split
@@ -72,9 +72,9 @@ def build_cifar_lt(cfg, ctx=None) -> DataBundle:
         raise ConfigError(f"unknown data.format {data.format!r}; valid: {', '.join(FORMATS)}")
     root = Path(data.root).expanduser()
     if data.format == "pickle":
-        train_base, test_base, names = _load_pickles(variant, root, bool(data.download), bool(data.verify_md5))
+        train_base, test_base, names = load_cifar_pickles(variant, root, bool(data.download), bool(data.verify_md5))
     else:
-        train_base, test_base, names = _load_imagefolder(root)
+        train_base, test_base, names = load_imagefolder(root)
     if len(names) != num_classes:
         raise DataError(f"{root}: found {len(names)} classes, task {task.name} expects {num_classes}")
 

@@ -7,7 +7,8 @@ in the detection configs, after which they name ``ActivationCrossEntropyLoss``, 
 from __future__ import annotations
 
 from mmengine.model.weight_init import BaseInit
-from mmdet.registry import MODELS, WEIGHT_INITIALIZERS
+from mmengine.registry import WEIGHT_INITIALIZERS   # the root: found from mmdet's scope and any other
+from mmdet.registry import MODELS
 from torch import nn
 
 from lt_bench.activations import build_activation, init_classifier

@@ -65,6 +65,8 @@ def build_mmdet_config(cfg: DictConfig, out_dir: Path):
     for loader, ann, prefix, count in ((mm.train_dataloader, train_ann, train_prefix, det.train_images),
                                        (mm.val_dataloader, val_ann, val_prefix, det.val_images),
                                        (mm.test_dataloader, val_ann, val_prefix, det.val_images)):
+        if loader is None:
+            continue
         dataset = _dataset_node(loader)
         dataset.update(type=dataset_type, data_root="", ann_file=str(ann), data_prefix=dict(img=image_root + prefix))
         if count is not None:
@@ -100,7 +102,18 @@ def build_mmdet_config(cfg: DictConfig, out_dir: Path):
         backbone["init_cfg"] = dict(type="Pretrained", checkpoint=str(det.backbone_pretrained))
     if det.max_epochs is not None:
         mm.train_cfg["max_epochs"] = int(det.max_epochs)
-        mm.train_cfg["val_interval"] = int(det.max_epochs) + 1    # evaluate once, after training
+    if det.val_interval is None:
+        # evaluate once, after training (runner.test); validation during training would repeat
+        # the full LVIS evaluation at the last epoch
+        mm.val_dataloader = mm.val_cfg = mm.val_evaluator = None
+    else:
+        mm.train_cfg["val_interval"] = int(det.val_interval)
+    rcnn_test = mm.model["test_cfg"]["rcnn"]
+    for key in ("score_thr", "max_per_img"):
+        if det[key] is not None:
+            rcnn_test[key] = det[key]
+    if det.rpn_proposals is not None:
+        mm.model["test_cfg"]["rpn"]["max_per_img"] = int(det.rpn_proposals)
     mm.load_from = det.load_from
     mm.work_dir = str(out_dir)
     mm.randomness = dict(seed=int(cfg.seed))
@@ -109,7 +122,13 @@ def build_mmdet_config(cfg: DictConfig, out_dir: Path):
 
 
 def _record(cfg: DictConfig, metrics: dict, seconds: float, world_size: int) -> dict:
+    empty = not any(key.startswith("lvis/") for key in metrics)
+    if empty:   # mmdet's LVIS metric returns nothing when no detection passed score_thr
+        log.warning("no detection above the score threshold: every AP is 0")
+
     def pick(kind: str) -> dict:
+        if empty:
+            return {k: 0.0 for k in METRICS}
         return {k: 100.0 * float(metrics[f"lvis/{kind}_{k}"]) for k in METRICS if f"lvis/{kind}_{k}" in metrics}
     segm, bbox = pick("segm"), pick("bbox")
     method = cfg.activation if cfg.detector.loss == "activation_ce" else f"{cfg.detector.loss}+{cfg.activation}"
@@ -119,7 +138,7 @@ def _record(cfg: DictConfig, metrics: dict, seconds: float, world_size: int) -> 
         "activation": cfg.activation, "loss": cfg.detector.loss, "eval_split": "val",
         # mask AP (the paper's AP) and box AP, percentages
         **{k: segm.get(k) for k in ("AP", "AP50", "AP75", "APr", "APc", "APf")}, "APbox": bbox.get("AP"),
-        "segm": segm, "bbox": bbox,
+        "segm": segm, "bbox": bbox, "no_detections": empty,
         "seed": int(cfg.seed), "config_hash": config_hash(cfg), "setup_hash": config_hash(cfg, exclude=("seed",)),
         "git_rev": git_revision(), "world_size": world_size, "mmdet_config": cfg.detector.mmdet_config,
         "seconds": round(seconds, 3), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

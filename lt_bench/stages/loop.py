@@ -154,9 +154,10 @@ def fit(job: StageJob, ctx: DistContext, opts: TrainOptions) -> dict:
 def _report(job: StageJob, stats: dict, writer: SummaryWriter | None) -> None:
     epoch = stats["epoch"]
     test = f", test top1 {stats['test_top1']:.2f}%" if "test_top1" in stats else ""
-    log.info("%s epoch %d/%d: loss %.4f, train top1 %.2f%%, lr %.3g, %.1f s (%.0f items/s)%s",
-             job.name, epoch, job.recipe.epochs, stats["loss"], stats["train_top1"], stats["lr"],
-             stats["seconds"], stats["items"] / max(stats["seconds"], 1e-9), test)
+    log.info("%s epoch %d/%d: loss %.4f, train top1 %.2f%%, lr %.3g, %.1f s (%.0f items/s, %.0f%% waiting "
+             "for data)%s", job.name, epoch, job.recipe.epochs, stats["loss"], stats["train_top1"], stats["lr"],
+             stats["seconds"], stats["items"] / max(stats["seconds"], 1e-9),
+             100 * stats["data_seconds"] / max(stats["seconds"], 1e-9), test)
     if writer is not None:
         for key, value in stats.items():
             if key not in ("epoch", "items"):
@@ -171,8 +172,10 @@ def _train_epoch(job: StageJob, net: nn.Module, optimizer, scheduler, scaler, lo
     totals = torch.zeros(3, dtype=torch.float64, device=device)   # loss * n, correct, n
     skipped, lr = 0, optimizer.param_groups[0]["lr"]
     start = time.perf_counter()
+    data_wait, waiting_since = 0.0, start       # time spent waiting for the DataLoader
     bar = progress_bar(loader, opts.progress and ctx.is_main, f"{job.name} epoch {epoch + 1}/{job.recipe.epochs}")
     for batch, (inputs, labels) in enumerate(bar):
+        data_wait += time.perf_counter() - waiting_since
         inputs = inputs.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         if opts.channels_last and inputs.dim() == 4:
@@ -192,6 +195,7 @@ def _train_epoch(job: StageJob, net: nn.Module, optimizer, scheduler, scaler, lo
                 )
             skipped += 1          # as if the batch had not been drawn: no update, no lr step
             optimizer.zero_grad(set_to_none=True)
+            waiting_since = time.perf_counter()
             continue
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -203,12 +207,13 @@ def _train_epoch(job: StageJob, net: nn.Module, optimizer, scheduler, scaler, lo
                                torch.tensor(float(n), dtype=torch.float64, device=device)])
         if batch % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
+        waiting_since = time.perf_counter()
     ctx.all_reduce_sum(totals)
     loss_sum, correct, seen = (float(v) for v in totals)
     skipped_all = torch.tensor([skipped], device=device)
     ctx.all_reduce_sum(skipped_all)
     return {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "train_top1": 100.0 * correct / max(seen, 1),
-            "lr": lr, "seconds": time.perf_counter() - start, "items": int(seen),
+            "lr": lr, "seconds": time.perf_counter() - start, "data_seconds": data_wait, "items": int(seen),
             "skipped": int(skipped_all.item())}
 
 
