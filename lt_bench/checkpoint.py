@@ -1,6 +1,7 @@
 """Checkpoints: written atomically, read back with their metadata checked."""
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -8,11 +9,20 @@ from typing import Any
 import torch
 
 from lt_bench.errors import CheckpointError
+from lt_bench.failpoints import failpoint
 from lt_bench.fileio import atomic_write
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    return atomic_write(path, lambda f: torch.save(state, f))
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getbuffer()
+
+    def write(f) -> None:
+        f.write(data[: len(data) // 2])
+        failpoint("checkpoint.write")      # a crash half-way: the previous checkpoint must survive
+        f.write(data[len(data) // 2:])
+    return atomic_write(path, write)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

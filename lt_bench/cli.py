@@ -58,7 +58,7 @@ def run_from_config(cfg: DictConfig) -> None:
         status = dispatch(cfg)
     except LtBenchError as err:
         log.error("%s: %s", type(err).__name__, err)
-        status = 2
+        status = getattr(err, "exit_status", 2)
     if status:
         sys.exit(status)
 

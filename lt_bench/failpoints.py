@@ -1,8 +1,16 @@
-"""Named points where a test can make the process die as a crash would (SIGKILL).
+"""Named points where a test can make the process fail as a real fault would.
 
-``LT_BENCH_FAILPOINT=stage1.epoch_end:2`` kills the process right after stage 1 has
-saved the checkpoint of its second epoch.  Interruption tests use this to stop a run at
-an exact place instead of racing a timer; unset, a failpoint costs one dict lookup.
+``LT_BENCH_FAILPOINT=NAME[@RANK][!ACTION]``:
+
+- ``NAME``: where, e.g. ``stage1.epoch_end:2`` (after stage 1 saved its epoch-2 checkpoint),
+  ``stage2.step:1:5`` (after step 5 of stage 2's first epoch), ``checkpoint.write`` (half-way
+  through writing a checkpoint file);
+- ``@RANK``: only on that torchrun rank (default: every rank);
+- ``!ACTION``: ``kill`` (SIGKILL, the default: a crash, an OOM kill), ``term`` (SIGTERM, a
+  scheduler's preemption notice), ``raise`` (a Python exception in that rank).
+
+Interruption tests use this to stop a run at an exact place instead of racing a timer; when
+unset, a failpoint costs one dictionary lookup.
 """
 from __future__ import annotations
 
@@ -12,6 +20,19 @@ import signal
 ENV = "LT_BENCH_FAILPOINT"
 
 
+class InjectedFault(RuntimeError):
+    """The ``raise`` action of a failpoint."""
+
+
 def failpoint(name: str) -> None:
-    if os.environ.get(ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+    spec = os.environ.get(ENV)
+    if not spec:
+        return
+    spec, _, action = spec.partition("!")
+    spec, _, rank = spec.partition("@")
+    if spec != name or (rank and int(rank) != int(os.environ.get("RANK", "0"))):
+        return
+    action = action or "kill"
+    if action == "raise":
+        raise InjectedFault(f"failpoint {name} (rank {os.environ.get('RANK', '0')})")
+    os.kill(os.getpid(), signal.SIGTERM if action == "term" else signal.SIGKILL)

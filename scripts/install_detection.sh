@@ -10,6 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
+PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")"   # absolute, the venv's own (no symlink resolving)
 MMCV_VERSION=2.1.0
 CACHE=${LT_BENCH_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lt_bench/wheels}
 pip() { "$PY" -m pip --disable-pip-version-check "$@"; }

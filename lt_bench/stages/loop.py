@@ -3,17 +3,22 @@
 A stage is described by a ``StageJob`` (what to train, on what, with which loss); ``fit``
 runs it.  Every epoch reseeds from (seed, stage, epoch, rank) and ends with an atomic
 checkpoint, so a run resumed from any checkpoint replays the uninterrupted run exactly
-(bit for bit on CPU; up to nondeterministic kernels on CUDA).
+(bit for bit on CPU; up to nondeterministic kernels on CUDA).  SIGTERM saves a checkpoint
+after the current step, with the RNG state and the epoch's position: the resumed run takes
+the same batches in the same order (bit for bit with data.num_workers=0; with worker
+processes the augmentations of the rest of that epoch are drawn anew).
 """
 from __future__ import annotations
 
 import logging
 import math
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
@@ -27,6 +32,7 @@ from lt_bench.errors import CheckpointError, NonFiniteLossError
 from lt_bench.failpoints import failpoint
 from lt_bench.progress import progress_bar
 from lt_bench.seeding import derive_seed, seed_everything
+from lt_bench.signals import GracefulStop, TrainingInterrupted
 from lt_bench.stages.schedule import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -95,8 +101,21 @@ def is_complete(checkpoint_path: Path) -> bool:
     return bool(load_checkpoint(checkpoint_path)["progress"]["complete"])
 
 
+def _save(job: StageJob, ctx: DistContext, optimizer, scheduler, scaler, progress: dict) -> None:
+    if ctx.is_main:
+        save_checkpoint(job.checkpoint_path, {
+            **job.meta, "stage": job.name, "model": job.model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "progress": progress,
+        })
+    ctx.barrier()
+
+
 def fit(job: StageJob, ctx: DistContext, opts: TrainOptions) -> dict:
-    """Train ``job`` for ``job.recipe.epochs`` epochs; returns its progress record."""
+    """Train ``job`` for ``job.recipe.epochs`` epochs; returns its progress record.
+
+    Raises TrainingInterrupted after saving a mid-epoch checkpoint when SIGTERM arrives.
+    """
     recipe = job.recipe
     use_ddp = ctx.is_distributed
     net = (DistributedDataParallel(job.trainable, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
@@ -108,43 +127,54 @@ def fit(job: StageJob, ctx: DistContext, opts: TrainOptions) -> dict:
     # A last batch of one sample would break BatchNorm in training mode: drop it then.
     drop_last = len(sampler) % batch_size == 1
     steps_per_epoch = len(sampler) // batch_size if drop_last else math.ceil(len(sampler) / batch_size)
-    loader = DataLoader(job.dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
-                        **loader_options(opts, ctx.device))
+
+    def make_loader(indices) -> DataLoader:
+        return DataLoader(job.dataset, batch_size=batch_size, sampler=indices, drop_last=drop_last,
+                          **loader_options(opts, ctx.device))
+    loader = make_loader(sampler)
     scheduler = build_scheduler(optimizer, recipe, steps_per_epoch)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=opts.amp == "fp16")
 
     progress = {"epochs_done": 0, "complete": False, "history": [], "nonfinite_skipped": 0, "train_seconds": 0.0}
     if opts.resume and job.checkpoint_path.exists():
         progress = _restore(job, ctx, optimizer, scheduler, scaler)
-        log.info("%s: resumed from %s after epoch %d", job.name, job.checkpoint_path, progress["epochs_done"])
+        partial = progress.get("in_epoch")
+        log.info("%s: resumed from %s after epoch %d%s", job.name, job.checkpoint_path, progress["epochs_done"],
+                 f", step {partial['steps']}" if partial else "")
     if progress["complete"]:
         return progress
 
     writer = (SummaryWriter(str(job.log_dir), purge_step=progress["epochs_done"] or None)
               if ctx.is_main else None)
     try:
-        for epoch in range(progress["epochs_done"], recipe.epochs):
-            seed_everything(derive_seed(opts.seed, job.index, epoch, ctx.rank))
-            sampler.set_epoch(epoch)
-            stats = _train_epoch(job, net, optimizer, scheduler, scaler, loader, ctx, opts, epoch)
-            ctx.broadcast_buffers(job.model)
-            if job.evaluate is not None and opts.eval_every and (epoch + 1) % opts.eval_every == 0:
-                stats.update({f"test_{k}": v for k, v in job.evaluate().items()
-                              if k in ("top1", "many", "medium", "few") and v is not None})
-            progress["history"].append(stats)
-            progress["nonfinite_skipped"] += stats["skipped"]
-            progress["train_seconds"] += stats["seconds"]
-            progress["epochs_done"] = epoch + 1
-            progress["complete"] = epoch + 1 == recipe.epochs
-            _report(job, stats, writer)
-            if ctx.is_main:
-                save_checkpoint(job.checkpoint_path, {
-                    **job.meta, "stage": job.name, "model": job.model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(), "progress": progress,
-                })
-            ctx.barrier()
-            failpoint(f"{job.name}.epoch_end:{epoch + 1}")
+        with GracefulStop(ctx) as stop:
+            for epoch in range(progress["epochs_done"], recipe.epochs):
+                seed_everything(derive_seed(opts.seed, job.index, epoch, ctx.rank))
+                sampler.set_epoch(epoch)
+                partial = progress.pop("in_epoch", None)
+                # a SIGTERM checkpoint: the same epoch order, minus the steps already taken
+                epoch_loader = (make_loader(list(sampler)[partial["steps"] * batch_size:]) if partial else loader)
+                stats = _train_epoch(job, net, optimizer, scheduler, scaler, epoch_loader, ctx, opts, epoch,
+                                     stop, partial)
+                if "interrupted" in stats:
+                    progress["in_epoch"] = stats["interrupted"]
+                    _save(job, ctx, optimizer, scheduler, scaler, progress)
+                    raise TrainingInterrupted(
+                        f"{job.name}: SIGTERM, checkpoint saved at epoch {epoch + 1}, step "
+                        f"{stats['interrupted']['steps']}/{steps_per_epoch} in {job.checkpoint_path}; "
+                        "run the same command with resume=true to continue")
+                ctx.broadcast_buffers(job.model)
+                if job.evaluate is not None and opts.eval_every and (epoch + 1) % opts.eval_every == 0:
+                    stats.update({f"test_{k}": v for k, v in job.evaluate().items()
+                                  if k in ("top1", "many", "medium", "few") and v is not None})
+                progress["history"].append(stats)
+                progress["nonfinite_skipped"] += stats["skipped"]
+                progress["train_seconds"] += stats["seconds"]
+                progress["epochs_done"] = epoch + 1
+                progress["complete"] = epoch + 1 == recipe.epochs
+                _report(job, stats, writer)
+                _save(job, ctx, optimizer, scheduler, scaler, progress)
+                failpoint(f"{job.name}.epoch_end:{epoch + 1}")
     finally:
         if writer is not None:
             writer.close()
@@ -165,16 +195,43 @@ def _report(job: StageJob, stats: dict, writer: SummaryWriter | None) -> None:
         writer.flush()
 
 
+def _rng_state() -> dict:
+    """Python, NumPy and torch RNG states, in types a weights_only checkpoint can hold."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"python": random.getstate(), "torch": torch.get_rng_state(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss]}
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(tuple(tuple(v) if isinstance(v, list) else v for v in state["python"]))
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+
+
 def _train_epoch(job: StageJob, net: nn.Module, optimizer, scheduler, scaler, loader: DataLoader,
-                 ctx: DistContext, opts: TrainOptions, epoch: int) -> dict:
+                 ctx: DistContext, opts: TrainOptions, epoch: int, stop: GracefulStop,
+                 partial: dict | None = None) -> dict:
+    """One epoch (or, after a SIGTERM checkpoint, its remaining steps)."""
     job.train_mode()
     device, amp_dtype = ctx.device, AMP_DTYPES[opts.amp]
-    totals = torch.zeros(3, dtype=torch.float64, device=device)   # loss * n, correct, n
-    skipped, lr = 0, optimizer.param_groups[0]["lr"]
-    start = time.perf_counter()
-    data_wait, waiting_since = 0.0, start       # time spent waiting for the DataLoader
-    bar = progress_bar(loader, opts.progress and ctx.is_main, f"{job.name} epoch {epoch + 1}/{job.recipe.epochs}")
-    for batch, (inputs, labels) in enumerate(bar):
+    # loss * n, correct, n, skipped steps: all-reduced sums of the steps before a SIGTERM
+    # checkpoint are carried by rank 0, so the final all-reduce counts them once
+    totals = torch.zeros(4, dtype=torch.float64, device=device)
+    if partial is not None and ctx.is_main:
+        totals += torch.tensor(partial["totals"], dtype=torch.float64, device=device)
+    first_step = partial["steps"] if partial else 0
+    lr = optimizer.param_groups[0]["lr"]
+    start = time.perf_counter() - (partial["seconds"] if partial else 0.0)
+    data_wait = partial["data_seconds"] if partial else 0.0
+    batches = iter(loader)                       # draws the workers' base seed, then:
+    if partial is not None:
+        _set_rng_state(partial["rng"])          # the RNG exactly as at the SIGTERM
+    waiting_since = time.perf_counter()          # time spent waiting for the DataLoader
+    bar = progress_bar(batches, opts.progress and ctx.is_main, f"{job.name} epoch {epoch + 1}/{job.recipe.epochs}",
+                       total=len(loader))
+    step = first_step
+    for step, (inputs, labels) in enumerate(bar, start=first_step + 1):
         data_wait += time.perf_counter() - waiting_since
         inputs = inputs.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
@@ -186,35 +243,37 @@ def _train_epoch(job: StageJob, net: nn.Module, optimizer, scheduler, scaler, lo
                     inputs = job.frozen(inputs)
             logits = net(inputs)
         loss = job.loss_fn(logits, labels)   # activations compute losses in float32
-        if not _all_finite(loss, ctx, opts.skip_nonfinite):
-            if not opts.skip_nonfinite:
-                raise NonFiniteLossError(
-                    f"{job.name}: loss is {loss.item()} at epoch {epoch + 1}/{job.recipe.epochs}, "
-                    f"batch {batch + 1}/{len(loader)} (optimizer step {scheduler.last_epoch}); "
-                    f"train.skip_nonfinite=true skips such steps and counts them in the records"
-                )
-            skipped += 1          # as if the batch had not been drawn: no update, no lr step
+        if _all_finite(loss, ctx, opts.skip_nonfinite):
             optimizer.zero_grad(set_to_none=True)
-            waiting_since = time.perf_counter()
-            continue
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        n = labels.numel()
-        totals += torch.stack([loss.detach().double() * n, (logits.argmax(1) == labels).sum().double(),
-                               torch.tensor(float(n), dtype=torch.float64, device=device)])
-        if batch % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            n = labels.numel()
+            totals += torch.stack([loss.detach().double() * n, (logits.argmax(1) == labels).sum().double(),
+                                   torch.tensor(float(n), dtype=torch.float64, device=device),
+                                   torch.zeros((), dtype=torch.float64, device=device)])
+            if step % 20 == 1:
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+        elif opts.skip_nonfinite:
+            totals[3] += 1             # as if the batch had not been drawn: no update, no lr step
+            optimizer.zero_grad(set_to_none=True)
+        else:
+            raise NonFiniteLossError(
+                f"{job.name}: loss is {loss.item()} at epoch {epoch + 1}/{job.recipe.epochs}, "
+                f"batch {step}/{first_step + len(loader)} (optimizer step {scheduler.last_epoch}); "
+                f"train.skip_nonfinite=true skips such steps and counts them in the records")
+        failpoint(f"{job.name}.step:{epoch + 1}:{step}")
+        if stop.agreed() and step < first_step + len(loader):
+            ctx.all_reduce_sum(totals)
+            return {"interrupted": {"epoch": epoch, "steps": step, "totals": totals.tolist(), "rng": _rng_state(),
+                                    "seconds": time.perf_counter() - start, "data_seconds": data_wait}}
         waiting_since = time.perf_counter()
     ctx.all_reduce_sum(totals)
-    loss_sum, correct, seen = (float(v) for v in totals)
-    skipped_all = torch.tensor([skipped], device=device)
-    ctx.all_reduce_sum(skipped_all)
+    loss_sum, correct, seen, skipped = (float(v) for v in totals)
     return {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "train_top1": 100.0 * correct / max(seen, 1),
             "lr": lr, "seconds": time.perf_counter() - start, "data_seconds": data_wait, "items": int(seen),
-            "skipped": int(skipped_all.item())}
+            "skipped": int(skipped)}
 
 
 def _all_finite(loss: Tensor, ctx: DistContext, agree: bool) -> bool:
