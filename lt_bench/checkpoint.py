@@ -13,14 +13,16 @@ from lt_bench.failpoints import failpoint
 from lt_bench.fileio import atomic_write
 
 
-def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any], label: str = "") -> Path:
+    """Write ``state`` atomically; ``label`` names the save for the ``checkpoint.write``
+    failpoint (``checkpoint.write:stage1:2``: the save after stage 1's second epoch)."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getbuffer()
 
     def write(f) -> None:
         f.write(data[: len(data) // 2])
-        failpoint("checkpoint.write")      # a crash half-way: the previous checkpoint must survive
+        failpoint(f"checkpoint.write:{label}")   # a crash half-way: the previous checkpoint survives
         f.write(data[len(data) // 2:])
     return atomic_write(path, write)
 

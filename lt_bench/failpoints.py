@@ -3,8 +3,8 @@
 ``LT_BENCH_FAILPOINT=NAME[@RANK][!ACTION]``:
 
 - ``NAME``: where, e.g. ``stage1.epoch_end:2`` (after stage 1 saved its epoch-2 checkpoint),
-  ``stage2.step:1:5`` (after step 5 of stage 2's first epoch), ``checkpoint.write`` (half-way
-  through writing a checkpoint file);
+  ``stage2.step:1:5`` (after step 5 of stage 2's first epoch), ``checkpoint.write:stage1:2``
+  (half-way through writing stage 1's checkpoint after epoch 2);
 - ``@RANK``: only on that torchrun rank (default: every rank);
 - ``!ACTION``: ``kill`` (SIGKILL, the default: a crash, an OOM kill), ``term`` (SIGTERM, a
   scheduler's preemption notice), ``raise`` (a Python exception in that rank).

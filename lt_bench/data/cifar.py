@@ -30,6 +30,29 @@ def _without_md5(cls: type) -> type:
     )
 
 
+def _check_pickle(path: Path, meta_key: str | None) -> None:
+    """A CIFAR pickle that torchvision can read, else DataError naming the file: empty,
+    truncated, or without the arrays torchvision expects."""
+    try:
+        with open(path, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+    except (EOFError, pickle.UnpicklingError, ValueError, OSError, AttributeError, ImportError, IndexError) as err:
+        raise DataError(f"{path}: not a readable CIFAR pickle ({type(err).__name__}: {err or 'empty file'})") from err
+    if not isinstance(entry, dict):
+        raise DataError(f"{path}: expected a dict, found {type(entry).__name__}")
+    if meta_key is not None:
+        if meta_key not in entry:
+            raise DataError(f"{path}: the meta file has no {meta_key!r}")
+        return
+    labels = entry.get("labels", entry.get("fine_labels"))
+    data = entry.get("data")
+    if data is None or labels is None:
+        raise DataError(f"{path}: needs 'data' and 'labels' (CIFAR-10) or 'fine_labels' (CIFAR-100)")
+    if getattr(data, "shape", (None,))[0] != len(labels) or getattr(data, "ndim", 0) != 2 or data.shape[1] != 3072:
+        raise DataError(f"{path}: 'data' must be N x 3072 bytes for N labels, got shape "
+                        f"{getattr(data, 'shape', None)} and {len(labels)} labels")
+
+
 def load_cifar_pickles(variant: str, root: Path, download: bool, verify_md5: bool):
     cls = TORCHVISION_CIFAR[variant]
     folder = root / cls.base_folder
@@ -41,6 +64,9 @@ def load_cifar_pickles(variant: str, root: Path, download: bool, verify_md5: boo
                 f"{variant}: missing {', '.join(missing)} in {folder}; put torchvision's "
                 f"'{cls.base_folder}' folder under data.root or pass data.download=true"
             )
+    if not download:
+        for name in names:
+            _check_pickle(folder / name, cls.meta["key"] if name == cls.meta["filename"] else None)
     if not verify_md5:
         cls = _without_md5(cls)
     try:

@@ -16,6 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from lt_bench.config import config_hash
+from lt_bench.detection.annotations import check_lvis_annotations
 from lt_bench.errors import ConfigError
 from lt_bench.records import RESULTS_FILE, SCHEMA_VERSION, git_revision, upsert_record
 
@@ -157,6 +158,9 @@ def run_detection(cfg: DictConfig) -> dict:
     import time
     started = time.perf_counter()
     out_dir = resolve_out_dir(cfg)
+    if cfg.detection.check_annotations and int(os.environ.get("RANK", "0")) == 0:
+        for path in dict.fromkeys(annotation_paths(cfg)):   # before mmdet reads them
+            check_lvis_annotations(path)
     runner = Runner.from_cfg(build_mmdet_config(cfg, out_dir))
     if cfg.detection.train:
         runner.train()

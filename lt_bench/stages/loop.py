@@ -107,7 +107,7 @@ def _save(job: StageJob, ctx: DistContext, optimizer, scheduler, scaler, progres
             **job.meta, "stage": job.name, "model": job.model.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "progress": progress,
-        })
+        }, label=f"{job.name}:{progress['epochs_done']}{'+' if 'in_epoch' in progress else ''}")
     ctx.barrier()
 
 
