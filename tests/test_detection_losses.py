@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lt_bench.activations import build_activation
 from lt_bench.detection.categories import load_category_stats
 from lt_bench.detection.losses import ActivationCrossEntropyLoss, DropLoss, EQLLoss
 from lt_bench.errors import ConfigError

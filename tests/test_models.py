@@ -13,7 +13,7 @@ def cifar_resnet_parameters(depth: int, num_classes: int, widths=(16, 32, 64), i
     total = in_chans * widths[0] * 9 + 2 * widths[0]
     previous = widths[0]
     for width in widths:
-        for b in range(n):
+        for _ in range(n):
             total += previous * width * 9 + width * width * 9 + 4 * width
             previous = width
     return total + widths[-1] * num_classes + num_classes

@@ -1,5 +1,4 @@
 """ImageNet-LT / Places-LT: split files, the manifest, data checks, the image pipeline."""
-import shutil
 from pathlib import Path
 
 import pytest

@@ -145,7 +145,7 @@ class FastLVISEval:
             raise DataError(f"{self.source}: annotation {ids[bad]} has category {anns[bad]['category_id']}, "
                             "which is not in 'categories'")
         area = _floats(anns, "area", self.source, ids)
-        keep = np.flatnonzero((area > 0) & (area < np.inf))       # LVIS.get_ann_ids
+        keep = np.flatnonzero((area >= 0) & (area < np.inf))       # LVIS.get_ann_ids
         key = img[keep] * len(self.cat_ids) + cat[keep]
         order = np.argsort(key, kind="stable")                    # pairs; file order within
         keep, self._g_key = keep[order], key[order]
@@ -439,7 +439,7 @@ def _greedy(ious: np.ndarray, gt_ig: np.ndarray) -> np.ndarray:
         use = np.where(preferred.any(-1, keepdims=True), preferred, cand)
         val = np.where(use, ious[d], -1.0)
         best = (val == val.max(-1, keepdims=True)) & use
-        last = np.argmax(best, axis=-1)
+        last = G - 1 - np.argmax(best[..., ::-1], axis=-1)
         a, t = np.nonzero(use.any(-1))
         g = last[a, t]
         taken[a, t, g] = True

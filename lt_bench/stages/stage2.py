@@ -56,7 +56,7 @@ def train_stage2(model: LTClassifier, bundle: DataBundle, activation: Activation
     if recipe.method in ("tau_norm", "logit_adjust"):
         return _post_hoc(model, bundle, recipe, ctx, opts, checkpoint_path, meta, eval_batch_size)
 
-    sampler, details = recipe.sampler, {}
+    sampler = recipe.sampler
     if recipe.method != "retrain":                       # crt, lws: as Kang et al.
         activation, sampler = build_activation("softmax"), "class_balanced"
     if recipe.method == "crt" or (recipe.method == "retrain" and recipe.init == "reinit"):
@@ -108,7 +108,7 @@ def _post_hoc(model: LTClassifier, bundle: DataBundle, recipe, ctx: DistContext,
         tau, details = recipe.tau, {}
         if tau is None:
             if bundle.val is None:
-                raise ConfigError(f"tau_norm chooses tau on a val split, which this task has not: "
+                raise ConfigError("tau_norm chooses tau on a val split, which this task has not: "
                                   "give stage2.tau=VALUE")
             model.eval()
             features, labels = run_inference(model.backbone, bundle.val, ctx, batch_size=eval_batch_size,
