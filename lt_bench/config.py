@@ -76,10 +76,12 @@ def _check_stage_recipe(stage: str, recipe: DictConfig) -> None:
 
 DETECTION_LOSSES = ("activation_ce", "eql", "drop")
 LVIS_VERSIONS = ("v1", "v0.5")
+LVIS_EVALUATORS = ("fast", "lvis")
 
 
 def _validate_detection(cfg: DictConfig) -> None:
     _one_of("task.version", cfg.task.version, LVIS_VERSIONS)
+    _one_of("detection.evaluator", cfg.detection.evaluator, LVIS_EVALUATORS)
     _one_of("activation", cfg.activation, sorted(ACTIVATIONS))
     if cfg.get("detector") is None:
         raise ConfigError("task=lvis needs a detector (detector=mask_rcnn_r50, gol_r50, ...)")

@@ -70,6 +70,7 @@ def test_detector_configs(make_cfg, tmp_path, detector, loss, wrapped, epochs):
         train = train["dataset"]
     assert train["type"] == "LVISV1Dataset" and train["ann_file"] == str(tmp_path / "lvis" / "lvis_v1_train.json")
     assert mm.test_evaluator["ann_file"] == str(tmp_path / "lvis" / "lvis_v1_val.json")
+    assert mm.test_evaluator["type"] == "FastLVISMetric"     # detection.evaluator=fast, the default
     assert mm.val_dataloader is None            # evaluated once, after training
     head = mm.model["roi_head"]["bbox_head"]
     assert head["loss_cls"]["type"] == loss and head["loss_cls"]["activation"] == "sigmoid"
@@ -89,6 +90,10 @@ def test_lvis_v05_and_config_errors(make_cfg, tmp_path):
     assert inner["type"] == "LVISV05Dataset" and inner["data_prefix"]["img"].endswith("train2017/")
     assert mm.model["roi_head"]["bbox_head"]["num_classes"] == 1230
     assert mm.model["roi_head"]["bbox_head"]["loss_cls"]["lambda_"] == 0.00177
+    official = build_mmdet_config(make_cfg(*lvis_overrides(tmp_path, "detection.evaluator=lvis")), tmp_path)
+    assert official.test_evaluator["type"] == "LVISMetric" and official.test_evaluator["metric"] == ["bbox", "segm"]
+    with pytest.raises(ConfigError, match="unknown detection.evaluator 'coco'; valid: fast, lvis"):
+        validate(make_cfg(*lvis_overrides(tmp_path, "detection.evaluator=coco")))
     with pytest.raises(ConfigError, match="activation must be sigmoid or gumbel, not softmax"):
         validate(make_cfg(*lvis_overrides(tmp_path, "detector=gol_r50", "activation=softmax")))
     with pytest.raises(ConfigError, match="unknown activation 'gumble'"):

@@ -129,19 +129,10 @@ def perturbed(gt: dict, iou_type: str, seed: int) -> list[dict]:
 
 
 @needs_sample
-@pytest.mark.parametrize("iou_type,seed", [("bbox", 0), ("bbox", 1), ("segm", 0)])
-def test_lvis_v05_sample_perturbed(iou_type, seed):
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+def test_lvis_v05_sample_perturbed(iou_type):
     gt = json.loads(LVIS_VAL_100.read_text())
-    detections = perturbed(gt, iou_type, seed)
-    assert_same_as_lvis(LVIS_VAL_100, detections, iou_type, shards=3 if seed == 0 else 0)
-
-
-@needs_sample
-def test_fast_lvis_evaluate_has_lvis_evaluates_contract():
-    gt = json.loads(LVIS_VAL_100.read_text())
-    detections = perturbed(gt, "segm", 2)
-    assert fast_lvis_evaluate(str(LVIS_VAL_100), copy.deepcopy(detections), "segm") == \
-        lvis_evaluate(str(LVIS_VAL_100), copy.deepcopy(detections), "segm")
+    assert_same_as_lvis(LVIS_VAL_100, perturbed(gt, iou_type, seed=0), iou_type, shards=3)
 
 
 # ---- lvis_synth.py: LVIS-v1-shaped ------------------------------------------------------------
@@ -161,8 +152,8 @@ def synth(tmp_path_factory):
 
 @needs_synth
 @pytest.mark.parametrize("n,seed,iou_type,max_dets", [
-    (20, 0, "bbox", 300), (20, 1, "bbox", 300), (20, 2, "bbox", 100), (20, 0, "segm", 300),
-    (20, 1, "segm", 100), (60, 3, "bbox", 300), (60, 3, "segm", 300)])
+    (20, 0, "bbox", 300), (20, 0, "segm", 300), (20, 1, "bbox", 100), (20, 2, "segm", 100),
+    (60, 3, "bbox", 300), (60, 3, "segm", 300)])
 def test_lvis_synth(synth, n, seed, iou_type, max_dets):
     folder = synth(n, seed)
     detections = json.loads((folder / f"dt_{iou_type}_{n}.json").read_text())
@@ -187,7 +178,8 @@ H, W = 150, 200
 
 def corner_gt() -> dict:
     """Six images: A crowded (clusters of near-identical boxes straddling the small/medium
-    boundary, identical twins for IoU ties, an ``ignore`` flag, annotation id 0), B zero-area
+    boundary, an ``ignore`` flag, identical twins for IoU ties of which the later has id 0 (lvis
+    then counts its match as unmatched)), B zero-area
     ground truth, C the >300-detection image, D no detections, E no ground truth, F a
     not-exhaustive category.  Categories 7 and 8 have no ground truth anywhere; the category
     list is not sorted by id (mmdet maps labels in file order)."""
@@ -200,14 +192,14 @@ def corner_gt() -> dict:
 
     def add(image_id, category_id, box, **extra):
         x, y, w, h = box
-        anns.append({"id": len(anns), "image_id": image_id, "category_id": category_id, "bbox": list(box),
+        anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": category_id, "bbox": list(box),
                      "area": float(w * h), "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]], **extra})
 
     for cx, cy in ((40, 40), (110, 45), (160, 100), (60, 110)):            # A: clusters
         for side in (28, 31, 33, 36):
             add(10, 1, (cx - side / 2 + rng.integers(-1, 2), cy - side / 2, side, side))
     add(10, 1, (5, 5, 100, 100), ignore=1)
-    add(10, 1, (120, 10, 60, 40)), add(10, 1, (120, 10, 60, 40))           # identical twins
+    add(10, 1, (100, 50, 95, 95)), add(10, 1, (100, 50, 95, 95), id=0)     # twins: equal IoU, medium
     add(10, 5, (10, 60, 50, 50))
     add(3, 3, (20, 20, 0, 0))                                              # B: zero area (dropped)
     add(3, 3, (50, 50, 40, 30))
@@ -271,9 +263,16 @@ def test_corner_cases(corner, iou_type, seed, max_dets):
     assert (ours.precision[:, :, k7] == -1).all()                         # no ground truth anywhere
 
 
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+def test_fast_lvis_evaluate_has_lvis_evaluates_contract(corner, iou_type):
+    detections = corner_detections(json.loads(corner.read_text()), iou_type, 6)
+    assert fast_lvis_evaluate(str(corner), copy.deepcopy(detections), iou_type) == \
+        lvis_evaluate(str(corner), copy.deepcopy(detections), iou_type)
+
+
 def test_crowded_pairs_take_the_exact_greedy_path(corner):
     """The cluster image needs the general matcher (a detection reaching two ground truths)."""
-    import lt_bench.detection.fast_eval as fast_eval
+    from lt_bench.detection import fast_eval
     calls = []
     original = fast_eval._greedy
     fast_eval._greedy = lambda *args: calls.append(1) or original(*args)
@@ -301,18 +300,10 @@ def test_bad_inputs_name_the_file_and_the_id(corner, tmp_path):
 
 
 # ---- the mmdet metric -------------------------------------------------------------------------
-def test_fast_metric_equals_mmdets_lvis_metric(corner):
-    """FastLVISMetric and mmdet's LVISMetric on the same predictions (one image left out, so
-    its ground truth counts as missed by both)."""
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("mmdet", reason="the detection extra is not installed (make det)")
-    from mmdet.evaluation.metrics import LVISMetric
-    from mmengine.logging import MMLogger
-
-    from lt_bench.detection.fast_metric import FastLVISMetric
-    patch_lvis()
-    MMLogger.get_instance("fast_lvis_test", log_level="WARNING")
-    gt = json.loads(corner.read_text())
+def metric_samples(gt: dict) -> list[dict]:
+    """mmdet data samples (boxes, scores, labels in file order, masks) for all images but the
+    last, so that its ground truth counts as missed."""
+    import torch
     file_order = [c["id"] for c in gt["categories"]]
     detections = [d for d in corner_detections(gt, "bbox", 4) if d["category_id"] in file_order]
     samples = []
@@ -326,13 +317,79 @@ def test_fast_metric_equals_mmdets_lvis_metric(corner):
             "bboxes": boxes.float(), "scores": torch.tensor([d["score"] for d in mine]).float(),
             "labels": torch.tensor([file_order.index(d["category_id"]) for d in mine], dtype=torch.long),
             "masks": masks}})
-    results = []
-    for metric in (LVISMetric(ann_file=str(corner), metric=["bbox", "segm"]),
-                   FastLVISMetric(ann_file=str(corner), metric=["bbox", "segm"])):
-        metric.dataset_meta = {"classes": [c["name"] for c in gt["categories"]]}
-        with contextlib.redirect_stdout(io.StringIO()):
-            metric.process({}, copy.deepcopy(samples))
-            results.append(metric.evaluate(len(samples)))
-    assert set(results[0]) == {f"lvis/{m}_{k}" for m in ("bbox", "segm") for k in
-                               ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")}
-    assert results[1] == results[0]
+    return samples
+
+
+def run_metric(metric, samples: list[dict]) -> dict:
+    with contextlib.redirect_stdout(io.StringIO()):
+        metric.process({}, copy.deepcopy(samples))
+        return metric.evaluate(len(samples))
+
+
+@pytest.fixture(scope="module")
+def mmdet_metrics():
+    pytest.importorskip("torch")
+    pytest.importorskip("mmdet", reason="the detection extra is not installed (make det)")
+    from mmdet.evaluation.metrics import LVISMetric
+    from mmengine.logging import MMLogger
+
+    from lt_bench.detection import fast_metric
+    patch_lvis()
+    MMLogger.get_instance("fast_lvis_test", log_level="WARNING")
+    return LVISMetric, fast_metric
+
+
+def test_fast_metric_equals_mmdets_lvis_metric(corner, mmdet_metrics):
+    lvis_metric, fast_metric = mmdet_metrics
+    samples = metric_samples(json.loads(corner.read_text()))
+    expected = run_metric(lvis_metric(ann_file=str(corner), metric=["bbox", "segm"]), samples)
+    assert set(expected) == {f"lvis/{m}_{k}" for m in ("bbox", "segm") for k in
+                             ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")}
+    assert run_metric(fast_metric.FastLVISMetric(ann_file=str(corner), metric=["bbox", "segm"]), samples) == expected
+
+
+def test_fast_metric_over_two_ranks(corner, mmdet_metrics, monkeypatch):
+    """Two ranks (threads with an in-process all_gather / broadcast), the sampler's padding
+    repeating an image on the second: both ranks get the single-process metrics."""
+    import threading
+    _, fast_metric = mmdet_metrics
+    samples = metric_samples(json.loads(corner.read_text()))
+    expected = run_metric(fast_metric.FastLVISMetric(ann_file=str(corner), metric=["bbox", "segm"]), samples)
+    world, barrier, slots, local = 2, threading.Barrier(2, timeout=60), [None, None], threading.local()
+
+    def all_gather_object(obj):
+        slots[local.rank] = obj
+        barrier.wait()
+        out = list(slots)
+        barrier.wait()
+        return out
+
+    def broadcast_object_list(objs):
+        if local.rank == 0:
+            slots[0] = list(objs)
+        barrier.wait()
+        objs[:] = slots[0]
+        barrier.wait()
+
+    for name, fn in (("all_gather_object", all_gather_object), ("broadcast_object_list", broadcast_object_list),
+                     ("get_rank", lambda: local.rank), ("is_main_process", lambda: local.rank == 0)):
+        monkeypatch.setattr(fast_metric, name, fn)
+    padded = samples + samples[:1]
+    results, errors = [None, None], []
+
+    def rank(r: int) -> None:
+        local.rank = r
+        try:
+            results[r] = run_metric(fast_metric.FastLVISMetric(ann_file=str(corner), metric=["bbox", "segm"]),
+                                    padded[r::world])
+        except Exception as err:   # surfaced below
+            errors.append(err)
+            barrier.abort()
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert results == [expected, expected]

@@ -30,11 +30,12 @@ small ``PartialEval``; ``merge`` of the parts on one rank gives exactly the unsh
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pycocotools.mask as mask_utils
@@ -123,16 +124,20 @@ class FastLVISEval:
         _unique_or_fail(ids, self.source, "image")
         self.img_ids = np.sort(ids)
         self._images = [images[i] for i in np.argsort(ids, kind="stable")]
-        K = len(self.cat_ids)
-        neg, nel = [], []
-        for i, img in enumerate(self._images):
-            for name, out in (("neg_category_ids", neg), ("not_exhaustive_category_ids", nel)):
-                if name not in img:
-                    raise DataError(f"{self.source}: image {img['id']} has no {name!r}")
-                cat = self._cat_index(np.asarray(img[name], dtype=np.int64).reshape(-1))
-                out.append(i * K + cat[cat >= 0])
-        self._neg_keys = np.unique(np.concatenate(neg)) if neg else np.zeros(0, np.int64)
-        self._nel_keys = np.unique(np.concatenate(nel)) if nel else np.zeros(0, np.int64)
+        self._neg_keys = self._image_category_keys("neg_category_ids")
+        self._nel_keys = self._image_category_keys("not_exhaustive_category_ids")
+
+    def _image_category_keys(self, name: str) -> np.ndarray:
+        """(image, category) keys of an image-level category list (categories not in the file
+        are left out: no detection is evaluated in them)."""
+        lists = []
+        for img in self._images:
+            if not isinstance(img.get(name), list):
+                raise DataError(f"{self.source}: image {img['id']} has no {name!r} list")
+            lists.append(img[name])
+        image = np.repeat(np.arange(len(lists)), [len(x) for x in lists])
+        cat = self._cat_index(np.fromiter(chain.from_iterable(lists), np.int64, len(image)))
+        return np.unique(image[cat >= 0] * len(self.cat_ids) + cat[cat >= 0])
 
     def _index_annotations(self) -> None:
         anns = self._list("annotations")
@@ -145,7 +150,7 @@ class FastLVISEval:
             raise DataError(f"{self.source}: annotation {ids[bad]} has category {anns[bad]['category_id']}, "
                             "which is not in 'categories'")
         area = _floats(anns, "area", self.source, ids)
-        keep = np.flatnonzero((area >= 0) & (area < np.inf))       # LVIS.get_ann_ids
+        keep = np.flatnonzero((area > 0) & (area < np.inf))       # LVIS.get_ann_ids
         key = img[keep] * len(self.cat_ids) + cat[keep]
         order = np.argsort(key, kind="stable")                    # pairs; file order within
         keep, self._g_key = keep[order], key[order]
@@ -171,8 +176,10 @@ class FastLVISEval:
 
     def _cat_index(self, cat_ids: np.ndarray) -> np.ndarray:
         """Index into the sorted category ids, -1 for ids not in the file."""
+        if not len(self.cat_ids):
+            return np.full(len(cat_ids), -1)
         idx = np.searchsorted(self.cat_ids, cat_ids).clip(max=len(self.cat_ids) - 1)
-        return np.where(self.cat_ids[idx] == cat_ids, idx, -1) if len(self.cat_ids) else idx - 1
+        return np.where(self.cat_ids[idx] == cat_ids, idx, -1)
 
     def _img_index(self, image_ids: np.ndarray, what: str, ids: np.ndarray | None = None) -> np.ndarray:
         idx = np.searchsorted(self.img_ids, image_ids).clip(max=max(len(self.img_ids) - 1, 0))
@@ -360,29 +367,31 @@ class FastLVISEval:
             rows = order[bounds[k]:bounds[k + 1]]
             tps = np.unpackbits(tp_bits[rows], axis=1, count=_A * _T).T.reshape(_A, _T, -1)
             fps = np.unpackbits(fp_bits[rows], axis=1, count=_A * _T).T.reshape(_A, _T, -1)
-            tp_sum = np.cumsum(tps, axis=-1).astype(dtype=float)
-            fp_sum = np.cumsum(fps, axis=-1).astype(dtype=float)
-            for a in np.flatnonzero(num_gt[k]).tolist():
-                self._precision_at_recall(tp_sum[a], fp_sum[a], int(num_gt[k, a]), k, a)
+            areas = np.flatnonzero(num_gt[k])
+            self._precision_at_recall(np.cumsum(tps[areas], axis=-1).astype(dtype=float),
+                                      np.cumsum(fps[areas], axis=-1).astype(dtype=float), num_gt[k, areas], k, areas)
         return self.summarize()
 
-    def _precision_at_recall(self, tp: np.ndarray, fp: np.ndarray, num_gt: int, k: int, a: int) -> None:
-        """accumulate's inner loop for one category and area range, all thresholds ([T, n])."""
-        n = tp.shape[1]
+    def _precision_at_recall(self, tp: np.ndarray, fp: np.ndarray, num_gt: np.ndarray, k: int,
+                             areas: np.ndarray) -> None:
+        """accumulate's inner loop for one category: the area ranges with ground truth, all
+        thresholds at once (tp, fp: cumulative sums [areas, T, n]), the same float operations."""
+        n = tp.shape[-1]
         if n == 0:
-            self.recall[:, k, a] = 0
-            self.precision[:, :, k, a] = 0
+            self.recall[:, k, areas] = 0
+            self.precision[:, :, k, areas] = 0
             return
-        rc = tp / num_gt
+        rc = tp / num_gt[:, None, None]
         pr = tp / (fp + tp + np.spacing(1))
-        pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]     # max precision to the right
-        self.recall[:, k, a] = rc[:, -1]
-        for t in range(_T):
-            idx = np.searchsorted(rc[t], REC_THRS, side="left")
-            q = np.zeros(_R)
-            inside = idx < n
-            q[inside] = pr[t, idx[inside]]
-            self.precision[t, :, k, a] = q
+        pr = np.maximum.accumulate(pr[..., ::-1], axis=-1)[..., ::-1]     # max precision to the right
+        self.recall[:, k, areas] = rc[..., -1].T
+        for i, a in enumerate(areas.tolist()):
+            for t in range(_T):
+                idx = np.searchsorted(rc[i, t], REC_THRS, side="left")
+                q = np.zeros(_R)
+                inside = idx < n
+                q[inside] = pr[i, t, idx[inside]]
+                self.precision[t, :, k, a] = q
 
     def _summarize(self, kind: str, iou_thr: float | None = None, area_rng: str = "all",
                    freq_group_idx: int | None = None) -> float:
@@ -479,19 +488,25 @@ def _columns(detections: Any, need_masks: bool) -> _Columns:
             bad = next((i for i, d in enumerate(detections)
                         if not {"image_id", "category_id", "score"} <= set(d)), None)
             raise DataError(f"detection #{bad}: needs image_id, category_id and score ({err!r})") from None
-        with_box = sum("bbox" in d for d in detections)
-        if 0 < with_box < n:   # lvis reads the area rule off the first result and fails on the others
-            raise DataError("some detections have 'bbox' and some have not")
+        # lvis reads the area rule off the first result (and fails on others unlike it)
+        mixed = DataError("some detections have 'bbox' and some have not")
         bbox = None
-        if n and with_box == n:
+        if n and "bbox" in detections[0]:
             try:
                 bbox = np.fromiter(chain.from_iterable(map(itemgetter("bbox"), detections)), np.float64, 4 * n)
+            except KeyError:
+                raise mixed from None
             except ValueError as err:
                 raise DataError(f"a detection's bbox is not 4 numbers ({err})") from None
             bbox = bbox.reshape(n, 4)
+        elif any("bbox" in d for d in detections):
+            raise mixed
         segm = None
         if (need_masks or bbox is None) and any("segmentation" in d for d in detections):
-            segm = [d.get("segmentation") for d in detections]
+            try:
+                segm = list(map(itemgetter("segmentation"), detections))
+            except KeyError:
+                segm = [d.get("segmentation") for d in detections]
         cols = _Columns(image_id, category_id, score, bbox, segm)
     if not np.isfinite(cols.score).all():
         raise DataError(f"detection #{int(np.flatnonzero(~np.isfinite(cols.score))[0])} has a non-finite score")

@@ -12,7 +12,7 @@ as they do in lvis-api.
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from mmdet.registry import METRICS

@@ -1,8 +1,9 @@
-"""Registers the suite's losses and classifier initialiser in mmdet's registries.
+"""Registers the suite's losses, classifier initialiser and LVIS metric in mmdet's registries.
 
 mmengine imports this module through ``custom_imports = dict(imports=['lt_bench.detection.registry'])``
 in the detection configs, after which they name ``ActivationCrossEntropyLoss``, ``EQLLoss``,
-``DropLoss`` and the ``ActivationClassifierInit`` initialiser like any mmdet component.
+``DropLoss``, the ``ActivationClassifierInit`` initialiser and ``FastLVISMetric`` like any
+mmdet component.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from mmdet.registry import MODELS
 from torch import nn
 
 from lt_bench.activations import build_activation, init_classifier
+from lt_bench.detection import fast_metric  # noqa: F401  (registers FastLVISMetric in mmdet's METRICS)
 from lt_bench.detection.losses import ActivationCrossEntropyLoss, DropLoss, EQLLoss
 from lt_bench.detection.lvis_compat import patch_lvis
 

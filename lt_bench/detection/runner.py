@@ -53,6 +53,21 @@ def _set_image_scale(pipeline: list, scale: tuple[int, int]) -> None:
             step["scale"] = scale
 
 
+def _use_fast_metric(evaluator: dict) -> None:
+    """mmdet's LVISMetric -> FastLVISMetric (same keys and numbers); its output-only options
+    have no counterpart, so a config that sets them must use detection.evaluator=lvis."""
+    if evaluator.get("type") != "LVISMetric":
+        raise ConfigError(f"detection.evaluator=fast replaces LVISMetric, but the config evaluates with "
+                          f"{evaluator.get('type')!r}; use detection.evaluator=lvis")
+    for key in ("classwise", "format_only", "outfile_prefix"):
+        if evaluator.pop(key, None):
+            raise ConfigError(f"the mmdet config sets val/test_evaluator.{key}, which FastLVISMetric does not "
+                              "support; use detection.evaluator=lvis")
+    for key in ("proposal_nums", "iou_thrs", "file_client_args"):
+        evaluator.pop(key, None)
+    evaluator["type"] = "FastLVISMetric"
+
+
 def build_mmdet_config(cfg: DictConfig, out_dir: Path):
     """The detector's mmdet config with this run's settings applied."""
     from mmengine.config import Config
@@ -81,6 +96,8 @@ def build_mmdet_config(cfg: DictConfig, out_dir: Path):
         mm.train_dataloader["batch_size"] = int(det.batch_size)
     for evaluator in (mm.val_evaluator, mm.test_evaluator):
         evaluator["ann_file"] = str(val_ann)
+        if det.evaluator == "fast":
+            _use_fast_metric(evaluator)
 
     # box classifier: loss, activation and init from lt_bench
     roi = mm.model["roi_head"]
