@@ -8,7 +8,8 @@ Data: ../shared/tools/lvis_synth.py (LVIS-v1-shaped ground truth, 300 detections
 generated once into --data/seed<S>/ and reused.  Each evaluator runs in its own subprocess,
 so its peak RSS (ru_maxrss of that child, from os.wait4) is its own.  The child loads the
 detection json first (not timed, but in the RSS, the same for all); the time covers reading
-the ground-truth json, building the evaluator and evaluate/accumulate/summarize.  For
+the ground-truth json, building the evaluator and evaluate/accumulate/summarize.  A last
+child only loads the detection json: its RSS is the floor every evaluator's includes.  For
 faster-coco-eval's segm run, detections in categories an image neither contains nor lists as
 negative are dropped before timing (1.8.0 crashes on them; LVIS ignores them anyway).
 """
@@ -27,6 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SYNTH = REPO.parent / "shared" / "tools" / "lvis_synth.py"
 EVALUATORS = ("lvis-api", "faster-coco-eval", "ours")
+LOAD_ONLY = "json.load only"     # the result list itself: part of every evaluator's peak RSS
 
 
 def ensure_data(folder: Path, n: int, seed: int, synth: Path) -> Path:
@@ -61,7 +63,9 @@ def child(evaluator: str, gt: str, dt: str, iou_type: str) -> dict:
     if evaluator == "faster-coco-eval" and iou_type == "segm":
         dets = federated_only(gt, dets)
     start = time.perf_counter()
-    if evaluator == "ours":
+    if evaluator == LOAD_ONLY:
+        summary = {"AP": float("nan")}
+    elif evaluator == "ours":
         from lt_bench.detection.fast_eval import FastLVISEval
         summary = FastLVISEval(gt, iou_type, max_dets=300).evaluate(dets)
     elif evaluator == "lvis-api":
@@ -105,7 +109,7 @@ def main() -> None:
     parser.add_argument("--synth", type=Path, default=SYNTH, help="lvis_synth.py")
     parser.add_argument("--iou-types", nargs="+", default=["bbox", "segm"], choices=["bbox", "segm"])
     parser.add_argument("--only-ours", action="store_true", help="skip lvis-api and faster-coco-eval")
-    parser.add_argument("--child", choices=EVALUATORS, help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=(*EVALUATORS, LOAD_ONLY), help=argparse.SUPPRESS)
     parser.add_argument("--gt", help=argparse.SUPPRESS)
     parser.add_argument("--dt", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -114,7 +118,7 @@ def main() -> None:
         return
 
     folder = ensure_data(args.data, args.n, args.seed, args.synth)
-    evaluators = ("ours",) if args.only_ours else EVALUATORS
+    evaluators = (("ours",) if args.only_ours else EVALUATORS) + (LOAD_ONLY,)
     rows = []
     for iou_type in args.iou_types:
         results = {}
@@ -124,7 +128,7 @@ def main() -> None:
                                       iou_type)
         base = results.get("lvis-api")
         for name, r in results.items():
-            ratio = f"{base['seconds'] / r['seconds']:.1f}×" if base else "—"
+            ratio = f"{base['seconds'] / r['seconds']:.1f}×" if base and name != LOAD_ONLY else "—"
             rows.append(f"| {name} | {iou_type} | {args.n:,} | {r['seconds']:.1f} | {r['rss_gib']:.2f} | "
                         f"{r['summary']['AP']:.4f} | {ratio} |")
         if base and "ours" in results:

@@ -78,7 +78,7 @@ class Row:
 class Cell:
     mean: float | None = None
     std: float | None = None          # sample std; None for a single run
-    n: int | None = None              # runs with a value; None on reference rows
+    n: int | None = None              # seeds with a value; None on reference rows
     paper: float | None = None
     delta: float | None = None        # mean - paper
     setup_hash: str | None = None
@@ -184,7 +184,14 @@ def split_metrics(metrics: Sequence[str] | str | None) -> dict[str, tuple[str, .
 
 
 def _aggregate(records: list[dict], metric: str, setup: str) -> Cell:
-    values = [v for r in records if (v := _number(r, metric, r["source"])) is not None]
+    """Mean and sample std over seeds.  Records of one seed are one draw run again (e.g. the
+    stage 1 that each stage-2 variant of a sweep trains for itself): they are averaged into
+    one value first, so n counts seeds and the std is not shrunk by the copies."""
+    per_seed: dict[object, list[float]] = defaultdict(list)
+    for i, r in enumerate(records):
+        if (v := _number(r, metric, r["source"])) is not None:
+            per_seed[r.get("seed", f"record {i}")].append(v)
+    values = [statistics.fmean(v) for v in per_seed.values()]
     return Cell(mean=statistics.fmean(values) if values else None,
                 std=statistics.stdev(values) if len(values) > 1 else None,
                 n=len(values), setup_hash=setup, sources=[r["source"] for r in records])

@@ -51,7 +51,7 @@ def cell_text(cell: Cell, row: Row, pm: str = "±", delta: str = "Δ") -> str:
 
 
 def _caption(table: Table) -> str:
-    return (f"{table.kind}: {', '.join(table.metrics)} (%), mean +/- sample std over seeds (n runs), "
+    return (f"{table.kind}: {', '.join(table.metrics)} (%), mean +/- sample std over seeds (n seeds), "
             f"delta = ours - paper")
 
 

@@ -119,7 +119,9 @@ def _frequency_axes(sorted_counts: np.ndarray, ylabel: str, title: str):
 def _legend(ax) -> None:
     """One legend for the series and the training-count bars of the twin axis."""
     handles = [h for a in ax.figure.axes for h in a.get_legend_handles_labels()[0]]
-    ax.legend(handles=handles, loc="upper right")
+    # below the axes: inside, it would hide the tail classes' points, which are the point
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=min(len(handles), 4),
+              frameon=False, fontsize=9)
 
 
 def _smooth(values: np.ndarray) -> np.ndarray:

@@ -115,6 +115,20 @@ def test_seeds_are_averaged_with_sample_std_and_paper_delta(runs):
     assert find(cells, "gumbel (paper)", "imagenetlt")["mean"] == 48.2
 
 
+def test_repeats_of_one_seed_count_once(runs):
+    """A sweep over stage-2 variants trains the same stage 1 (same setup, same seed) per
+    variant: those copies are one sample (averaged), not extra seeds."""
+    for variant, top1 in (("a", STAGE1_C100[0] + 1.0), ("b", STAGE1_C100[1])):
+        (runs / f"rerun_{variant}").mkdir()
+        seed = 0 if variant == "a" else 1
+        (runs / f"rerun_{variant}" / "results.json").write_text(json.dumps([cls(1, "softmax", top1, "aaaa1111", seed)]))
+    stage1 = find(json.loads(leaderboard_text([runs], "json")), "softmax (stage 1)", "cifar100lt", imbalance=100)
+    per_seed = [STAGE1_C100[0] + 0.5, STAGE1_C100[1], STAGE1_C100[2]]
+    assert stage1["n"] == 3
+    assert stage1["mean"] == pytest.approx(statistics.mean(per_seed))
+    assert stage1["std"] == pytest.approx(statistics.stdev(per_seed))
+
+
 def test_second_configuration_gets_its_own_row(runs):
     cells = json.loads(leaderboard_text([runs], "json"))
     extra = find(cells, "gumbel (stage 2) [cfg cccc22]", "cifar100lt", imbalance=100)
