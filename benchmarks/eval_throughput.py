@@ -87,7 +87,8 @@ def main() -> None:
           f"device {args.device}; medians of {args.repeats}")
     print(f"{'setting':<24}{'images/s':>10}{'gather s':>10}")
     print(f"{'1 process':<24}{single['images_per_s']:>10.1f}{'-':>10}")
-    print(f"{f'DDP, {ddp['world_size']} ranks (exact)':<24}{ddp['images_per_s']:>10.1f}{ddp['gather_seconds']:>10.3f}")
+    ddp_label = f"DDP, {ddp['world_size']} ranks (exact)"
+    print(f"{ddp_label:<24}{ddp['images_per_s']:>10.1f}{ddp['gather_seconds']:>10.3f}")
     print(f"DDP / single: {ddp['images_per_s'] / single['images_per_s']:.2f}x; the gather is "
           f"{100 * ddp['gather_seconds'] * ddp['images_per_s'] / ddp['images']:.1f}% of the DDP evaluation")
 
