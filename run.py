@@ -13,8 +13,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from lt_bench.cli import hydra_overrides_for_rank, run_from_config  # noqa: E402
-from lt_bench.config import register_resolvers  # noqa: E402
+from lt_bench.compose import hydra_overrides_for_rank, register_resolvers  # noqa: E402
 
 register_resolvers()
 sys.argv += hydra_overrides_for_rank(sys.argv[1:])
@@ -22,6 +21,7 @@ sys.argv += hydra_overrides_for_rank(sys.argv[1:])
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
 def main(cfg: DictConfig) -> None:
+    from lt_bench.cli import run_from_config   # after composition: Hydra's own errors come at once
     run_from_config(cfg)
 
 

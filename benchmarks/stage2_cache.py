@@ -29,7 +29,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from lt_bench.checkpoint import save_checkpoint  # noqa: E402
-from lt_bench.config import config_hash, register_resolvers  # noqa: E402
+from lt_bench.compose import register_resolvers  # noqa: E402
+from lt_bench.config import config_hash  # noqa: E402
 from lt_bench.data.long_tail import long_tail_counts  # noqa: E402
 from lt_bench.data.synthetic import write_split_tree  # noqa: E402
 from lt_bench.models import build_model  # noqa: E402

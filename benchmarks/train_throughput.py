@@ -25,7 +25,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from lt_bench.activations import build_activation  # noqa: E402
-from lt_bench.config import register_resolvers  # noqa: E402
+from lt_bench.compose import register_resolvers  # noqa: E402
 from lt_bench.data import build_data  # noqa: E402
 from lt_bench.data.synthetic import write_cifar  # noqa: E402
 from lt_bench.distributed import DistContext, resolve_device  # noqa: E402

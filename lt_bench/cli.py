@@ -15,22 +15,6 @@ log = logging.getLogger("lt_bench")
 REPO = Path(__file__).resolve().parent.parent
 
 
-def hydra_overrides_for_rank(argv: list[str]) -> list[str]:
-    """Extra Hydra overrides for torchrun ranks other than 0.
-
-    Every rank composes the same config, but only rank 0 owns the run folder: the others
-    must not create timestamped folders of their own (the second may differ) nor write
-    Hydra's files and logs there.  They log to the console only; rank 0 broadcasts the
-    output folder once the process group is up.
-    """
-    if int(os.environ.get("RANK", "0")) == 0:
-        return []
-    given = {a.split("=", 1)[0].lstrip("+~") for a in argv}
-    extra = {"hydra.run.dir": "hydra.run.dir=.", "hydra.output_subdir": "hydra.output_subdir=null",
-             "hydra/job_logging": "hydra/job_logging=stdout"}
-    return [override for key, override in extra.items() if key not in given]
-
-
 def dispatch(cfg: DictConfig) -> int:
     """Run the configured mode; returns the process exit status."""
     from lt_bench.config import validate
@@ -65,7 +49,7 @@ def run_from_config(cfg: DictConfig) -> None:
 
 def _compose(overrides: list[str]) -> DictConfig:
     from hydra import compose, initialize_config_dir
-    from lt_bench.config import register_resolvers
+    from lt_bench.compose import register_resolvers
     if not (REPO / "configs").is_dir():
         sys.exit(f"lt-bench needs the repository's configs/ (not found at {REPO / 'configs'}); "
                  "install with pip install -e .")

@@ -33,12 +33,6 @@ RUNTIME_KEYS = ("out_dir", "resume", "progress", "mode", "stage", "stage1.checkp
                 "data.prefetch_factor", "distributed", "check_data", "leaderboard", "plots")
 
 
-def register_resolvers() -> None:
-    """``${lt_bench.if_null:a,b}``: a unless it is null, else b (Hydra's run.dir uses it)."""
-    if not OmegaConf.has_resolver("lt_bench.if_null"):
-        OmegaConf.register_new_resolver("lt_bench.if_null", lambda value, default: default if value is None else value)
-
-
 def _one_of(what: str, value, valid) -> None:
     if value not in valid:
         raise ConfigError(f"unknown {what} {value!r}; valid: {', '.join(map(str, valid))}")
