@@ -200,7 +200,8 @@ class Gumbel(BinaryActivation):
             return _GumbelBCE.apply(z / self.temperature, targets.float())
 
     def prior_bias(self, num_classes: int) -> float:
-        return -math.log(math.log(num_classes))  # exp(-exp(log log C)) = 1/C
+        # exp(-exp(-b / T)) = 1/C  <=>  b = -T log(log C)
+        return -self.temperature * math.log(math.log(num_classes))
 
     def __repr__(self) -> str:
         return f"Gumbel(clamp={self.clamp}, temperature={self.temperature})"

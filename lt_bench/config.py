@@ -73,16 +73,33 @@ LVIS_VERSIONS = ("v1", "v0.5")
 LVIS_EVALUATORS = ("fast", "lvis")
 
 
+DETECTION_CLASSIFIER_INITS = ("paper", "prior", "mmdet")
+DETECTION_SCORINGS = ("auto", "activation", "softmax")
+
+
 def _validate_detection(cfg: DictConfig) -> None:
     _one_of("task.version", cfg.task.version, LVIS_VERSIONS)
     _one_of("detection.evaluator", cfg.detection.evaluator, LVIS_EVALUATORS)
     _one_of("activation", cfg.activation, sorted(ACTIVATIONS))
+    build_configured_activation(cfg, cfg.activation)
+    _one_of("detection.classifier_init", cfg.detection.classifier_init, DETECTION_CLASSIFIER_INITS)
+    _one_of("detection.scoring", cfg.detection.scoring, DETECTION_SCORINGS)
+    batch = cfg.detection.batch_size
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise ConfigError(f"detection.batch_size must be a positive integer (images per iteration over "
+                          f"all GPUs), got {batch!r}")
+    val_images = cfg.detection.val_images
+    if val_images is not None and (not isinstance(val_images, int) or isinstance(val_images, bool) or val_images < 1):
+        raise ConfigError(f"detection.val_images must be a positive integer or null, got {val_images!r}")
     if cfg.get("detector") is None:
         raise ConfigError("task=lvis needs a detector (detector=mask_rcnn_r50, gol_r50, ...)")
     _one_of("detector.loss", cfg.detector.loss, DETECTION_LOSSES)
     if cfg.detector.loss != "activation_ce" and not build_activation(cfg.activation).binary:
         raise ConfigError(f"detector {cfg.detector.name} uses {cfg.detector.loss}, which drops per-class "
                           f"negative terms: activation must be sigmoid or gumbel, not {cfg.activation}")
+    if cfg.detector.loss != "activation_ce" and cfg.detection.scoring == "softmax":
+        raise ConfigError(f"detection.scoring=softmax needs the C + 1 outputs of activation_ce; detector "
+                          f"{cfg.detector.name} uses {cfg.detector.loss} (C outputs, no background logit)")
     path = Path(__file__).resolve().parent.parent / cfg.detector.mmdet_config
     if not path.is_file():
         raise ConfigError(f"detector.mmdet_config={cfg.detector.mmdet_config}: no such file under the repository")

@@ -61,17 +61,35 @@ class Row:
     method: str
     setup: str | None = None          # set on a row holding an extra configuration
     reference: bool = False           # the paper's numbers
+    protocol: str | None = None       # how it was measured, when not the plain way (see ``protocol``)
 
     @property
     def label(self) -> str:
+        method = self.method + (f" [{self.protocol}]" if self.protocol else "")
         if self.reference:
-            return f"{self.method} (paper)"
-        label = self.method if self.stage is None else f"{self.method} (stage {self.stage})"
+            return f"{method} (paper)"
+        label = method if self.stage is None else f"{method} (stage {self.stage})"
         return label + (f" [cfg {self.setup[:6]}]" if self.setup else "")
 
     def sort_key(self) -> tuple:
-        return (self.reference, -1 if self.stage is None else self.stage, self.method,
+        return (self.reference, -1 if self.stage is None else self.stage, self.method, self.protocol or "",
                 self.setup is not None, self.setup or "")
+
+
+def protocol(record: dict) -> str | None:
+    """What makes a number comparable only with numbers measured the same way; a record (or
+    paper entry) is compared with the paper only on an equal protocol.  Detection: scores
+    other than the activation's own (GOL's sigmoid rows were scored by a softmax over the
+    C + 1 logits), and evaluation on a subset of the val images."""
+    if record.get("kind") != "detection":
+        return None
+    parts = []
+    scoring, activation = record.get("scoring"), record.get("activation") or record.get("method")
+    if scoring and scoring != activation:
+        parts.append(f"{scoring} scores")
+    if record.get("eval_subset"):
+        parts.append(f"val subset of {record.get('eval_images')} images")
+    return ", ".join(parts) or None
 
 
 @dataclass
@@ -133,7 +151,7 @@ def load_references(path: str | os.PathLike = REFERENCE_FILE) -> list[dict[str, 
         if kind not in KINDS:
             raise DataError(f"{path}: entry {i} has kind {kind!r}, expected one of {', '.join(KINDS)}")
         entry.setdefault("stage", None)
-        key = (_column(entry, kind, f"{path}: entry {i}"), entry["stage"], entry["method"])
+        key = (_column(entry, kind, f"{path}: entry {i}"), entry["stage"], entry["method"], protocol(entry))
         if key in seen:
             raise DataError(f"{path}: entry {i} repeats {key}")
         seen.add(key)
@@ -203,13 +221,14 @@ def _build_table(kind: str, records: list[dict], references: list[dict], metrics
         column = _column(record, kind, record["source"])
         if not record.get("setup_hash"):
             raise DataError(f"{record['source']}: a {kind} record lacks setup_hash (which seeds are repeats)")
-        groups[(record.get("stage"), str(record["method"]), column)][str(record["setup_hash"])].append(record)
+        groups[(record.get("stage"), str(record["method"]), protocol(record), column)][
+            str(record["setup_hash"])].append(record)
     cells: dict[tuple[Row, Column, str], Cell] = {}
-    for (stage, method, column), setups in groups.items():
+    for (stage, method, measured, column), setups in groups.items():
         # the first configuration run keeps the plain row; later ones get rows of their own
         ordered = sorted(setups, key=lambda h: (min(str(r.get("created") or "") for r in setups[h]), h))
         for i, setup in enumerate(ordered):
-            row = Row(stage, method, None if i == 0 else setup)
+            row = Row(stage, method, None if i == 0 else setup, protocol=measured)
             for metric in metrics:
                 cells[(row, column, metric)] = _aggregate(setups[setup], metric, setup)
     columns = sorted({c for (_, c, _) in cells}, key=Column.sort_key)
@@ -223,9 +242,11 @@ def _build_table(kind: str, records: list[dict], references: list[dict], metrics
             for metric in metrics:
                 if (paper := entry.get(metric)) is None:
                     continue
-                cells[(Row(entry["stage"], entry["method"], reference=True), column, metric)] = Cell(
-                    mean=float(paper), paper=float(paper))
-                for row in (r for r in ours if (r.stage, r.method) == (entry["stage"], entry["method"])):
+                measured = protocol(entry)
+                cells[(Row(entry["stage"], entry["method"], reference=True, protocol=measured), column, metric)] = \
+                    Cell(mean=float(paper), paper=float(paper))
+                for row in (r for r in ours
+                            if (r.stage, r.method, r.protocol) == (entry["stage"], entry["method"], measured)):
                     cell = cells.setdefault((row, column, metric), Cell())
                     cell.paper = float(paper)
                     cell.delta = None if cell.mean is None else cell.mean - cell.paper

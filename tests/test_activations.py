@@ -158,9 +158,10 @@ def test_loss_is_float32_under_autocast():
         assert mixed.item() == pytest.approx(plain.item(), rel=2e-2)
 
 
-@pytest.mark.parametrize("name", ["softmax", "sigmoid", "gumbel"])
-def test_prior_bias_gives_uniform_initial_scores(name):
-    act = build_activation(name)
+@pytest.mark.parametrize("name,options", [("softmax", {}), ("sigmoid", {}), ("gumbel", {}),
+                                          ("gumbel", {"temperature": 3.0})])
+def test_prior_bias_gives_uniform_initial_scores(name, options):
+    act = build_activation(name, **options)
     layer = nn.Linear(16, 37)
     init_classifier(layer, act, "prior")
     nn.init.zeros_(layer.weight)    # the bias alone sets the initial score
@@ -171,6 +172,7 @@ def test_prior_bias_gives_uniform_initial_scores(name):
 
 def test_gumbel_prior_bias_is_minus_log_log_c():
     assert build_activation("gumbel").prior_bias(100) == pytest.approx(-math.log(math.log(100)))
+    assert build_activation("gumbel", temperature=2.0).prior_bias(100) == pytest.approx(-2 * math.log(math.log(100)))
 
 
 def test_detection_init_is_the_papers():

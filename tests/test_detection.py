@@ -12,7 +12,10 @@ from mmdet.registry import MODELS  # noqa: E402
 
 import lt_bench.detection.registry  # noqa: E402,F401
 from lt_bench.config import validate  # noqa: E402
-from lt_bench.detection.runner import build_mmdet_config, run_detection  # noqa: E402
+from lt_bench.detection.categories import load_category_stats, save_category_stats  # noqa: E402
+from lt_bench.detection.evaluation import ground_truth_as_detections, lvis_evaluate  # noqa: E402
+from lt_bench.detection.runner import (VAL_SUBSET_FILE, build_mmdet_config,  # noqa: E402
+                                       prepare_inputs, run_detection)
 from lt_bench.errors import ConfigError  # noqa: E402
 
 SHARED_LVIS = Path(__file__).resolve().parents[2] / "shared" / "data" / "lvis"
@@ -37,10 +40,12 @@ def bbox_head(loss_cls: dict, activation: str):
     ("EQLLoss", "sigmoid", 1203, -6.5),
 ])
 def test_bbox_head_takes_width_scores_and_init_from_the_loss(loss, activation, channels, bias):
-    extra = {} if loss == "ActivationCrossEntropyLoss" else dict(frequency_file=FREQ_FILE, num_images=100_170)
+    extra = {} if loss == "ActivationCrossEntropyLoss" else dict(frequency_file=FREQ_FILE, num_images=99_388)
     head = bbox_head(dict(type=loss, activation=activation, num_classes=1203, **extra), activation)
     assert head.fc_cls.out_features == channels
     assert torch.all(head.fc_cls.weight == 0.001) and torch.all(head.fc_cls.bias == bias)
+    for layer in (*head.shared_fcs, head.fc_reg):      # the initialiser touches fc_cls only
+        assert layer.weight.unique().numel() > 100 and not torch.all(layer.bias == bias)
     scores = head.loss_cls.get_activation(torch.zeros(3, channels))
     assert scores.shape == (3, 1204)           # mmdet's NMS drops the last (background) column
     losses = head.loss(torch.randn(5, channels), torch.randn(5, 4 * 1203), rois=torch.zeros(5, 5),
@@ -53,16 +58,28 @@ def lvis_overrides(tmp_path, *extra):
     return ("task=lvis", f"data.root={tmp_path / 'coco'}", f"data.lvis_dir={tmp_path / 'lvis'}", *extra)
 
 
+@pytest.fixture(scope="module")
+def v1_stats(tmp_path_factory):
+    """LVIS v1 category statistics (1,203 categories) and their summary file, as run.py writes it."""
+    stats = load_category_stats(FREQ_FILE, num_images=99_388)
+    return stats, str(save_category_stats(stats, tmp_path_factory.mktemp("cats") / "lvis_categories.json"))
+
+
+def build(cfg, tmp_path, v1_stats, **kwargs):
+    return build_mmdet_config(cfg, tmp_path / "run", v1_stats[0], v1_stats[1], **kwargs)
+
+
 @pytest.mark.parametrize("detector,loss,wrapped,epochs", [
     ("mask_rcnn_r50", "ActivationCrossEntropyLoss", False, 12),
     ("mask_rcnn_r50_rfs", "ActivationCrossEntropyLoss", True, 12),
     ("gol_r50", "DropLoss", True, 24),
     ("eql_gumbel_r50", "EQLLoss", False, 24),
 ])
-def test_detector_configs(make_cfg, tmp_path, detector, loss, wrapped, epochs):
+@needs_shared
+def test_detector_configs(make_cfg, tmp_path, detector, loss, wrapped, epochs, v1_stats):
     cfg = make_cfg(*lvis_overrides(tmp_path, f"detector={detector}", "activation=sigmoid"))
     validate(cfg)
-    mm = build_mmdet_config(cfg, tmp_path / "run")
+    mm = build(cfg, tmp_path, v1_stats)
     train = mm.train_dataloader["dataset"]
     assert (train["type"] == "ClassBalancedDataset") == wrapped
     if wrapped:
@@ -75,22 +92,31 @@ def test_detector_configs(make_cfg, tmp_path, detector, loss, wrapped, epochs):
     head = mm.model["roi_head"]["bbox_head"]
     assert head["loss_cls"]["type"] == loss and head["loss_cls"]["activation"] == "sigmoid"
     assert head["num_classes"] == 1203 and mm.model["roi_head"]["mask_head"]["num_classes"] == 1203
-    assert head["init_cfg"][0]["activation"] == "sigmoid"
+    assert head["init_cfg"][-1]["type"] == "ActivationClassifierInit" and head["init_cfg"][-1]["activation"] == "sigmoid"
+    assert head["init_cfg"][-1]["override"] == {"name": "fc_cls"}
+    assert train["metainfo"]["classes"] == v1_stats[0].names
     assert mm.train_cfg["max_epochs"] == epochs and mm.work_dir == str(tmp_path / "run")
+    assert mm.train_dataloader["batch_size"] == 16 and mm.auto_scale_lr == {"enable": True, "base_batch_size": 16}
+    if detector in ("gol_r50", "eql_gumbel_r50"):
+        assert mm.model["test_cfg"]["rcnn"]["nms"]["iou_threshold"] == 0.3     # every authors' EQL/GOL config
+    if loss == "ActivationCrossEntropyLoss":
+        assert head["loss_cls"]["scoring"] == "softmax"     # the paper's sigmoid rows: softmax scores
     if detector == "gol_r50":
-        assert mm.model["test_cfg"]["rcnn"]["nms"]["iou_threshold"] == 0.3
         assert mm.model["test_cfg"]["rcnn"]["score_thr"] == 1e-4 and mm.model["test_cfg"]["rcnn"]["max_per_img"] == 300
         assert mm.model["roi_head"]["mask_head"]["predictor_cfg"]["type"] == "NormedConv2d"
         assert head["loss_cls"]["lambda_"] == 0.0011
 
 
-def test_lvis_v05_and_config_errors(make_cfg, tmp_path):
-    mm = build_mmdet_config(make_cfg(*lvis_overrides(tmp_path, "task.version=v0.5", "detector=gol_r50")), tmp_path)
+@needs_shared
+def test_lvis_v05_and_config_errors(make_cfg, tmp_path, v1_stats):
+    v05 = load_category_stats(SHARED_LVIS / "lvis_v0.5_val_100.json")
+    mm = build_mmdet_config(make_cfg(*lvis_overrides(tmp_path, "task.version=v0.5", "detector=gol_r50")), tmp_path,
+                            v05, str(SHARED_LVIS / "lvis_v0.5_val_100.json"))
     inner = mm.train_dataloader["dataset"]["dataset"]
     assert inner["type"] == "LVISV05Dataset" and inner["data_prefix"]["img"].endswith("train2017/")
     assert mm.model["roi_head"]["bbox_head"]["num_classes"] == 1230
     assert mm.model["roi_head"]["bbox_head"]["loss_cls"]["lambda_"] == 0.00177
-    official = build_mmdet_config(make_cfg(*lvis_overrides(tmp_path, "detection.evaluator=lvis")), tmp_path)
+    official = build(make_cfg(*lvis_overrides(tmp_path, "detection.evaluator=lvis")), tmp_path, v1_stats)
     assert official.test_evaluator["type"] == "LVISMetric" and official.test_evaluator["metric"] == ["bbox", "segm"]
     with pytest.raises(ConfigError, match="unknown detection.evaluator 'coco'; valid: fast, lvis"):
         validate(make_cfg(*lvis_overrides(tmp_path, "detection.evaluator=coco")))
@@ -98,6 +124,78 @@ def test_lvis_v05_and_config_errors(make_cfg, tmp_path):
         validate(make_cfg(*lvis_overrides(tmp_path, "detector=gol_r50", "activation=softmax")))
     with pytest.raises(ConfigError, match="unknown activation 'gumble'"):
         validate(make_cfg(*lvis_overrides(tmp_path, "activation=gumble")))
+    with pytest.raises(ConfigError, match="detection.scoring=softmax needs the C \\+ 1 outputs"):
+        validate(make_cfg(*lvis_overrides(tmp_path, "detector=gol_r50", "detection.scoring=softmax")))
+    with pytest.raises(ConfigError, match="unknown detection.classifier_init 'xavier'"):
+        validate(make_cfg(*lvis_overrides(tmp_path, "detection.classifier_init=xavier")))
+    with pytest.raises(ConfigError, match="detection.batch_size must be a positive integer"):
+        validate(make_cfg(*lvis_overrides(tmp_path, "detection.batch_size=0")))
+
+
+@needs_shared
+def test_global_batch_size_divides_over_processes(make_cfg, tmp_path, v1_stats):
+    cfg = make_cfg(*lvis_overrides(tmp_path, "detection.batch_size=8"))
+    assert build(cfg, tmp_path, v1_stats, world_size=4).train_dataloader["batch_size"] == 2
+    with pytest.raises(ConfigError, match="detection.batch_size=8 is the global batch"):
+        build(cfg, tmp_path, v1_stats, world_size=3)
+
+
+@needs_shared
+def test_activation_options_and_scoring_reach_the_loss(make_cfg, tmp_path, v1_stats):
+    """activations.gumbel.* (the shared activation's settings) reach the box classifier's loss."""
+    cfg = make_cfg(*lvis_overrides(tmp_path, "detector=gol_r50", "activations.gumbel.temperature=2.0",
+                                   "activations.gumbel.clamp=null"))
+    loss_cfg = build(cfg, tmp_path, v1_stats).model["roi_head"]["bbox_head"]["loss_cls"]
+    assert loss_cfg["activation_options"] == {"clamp": None, "temperature": 2.0}
+    from mmdet.registry import MODELS
+    loss = MODELS.build(loss_cfg)
+    assert loss.activation.temperature == 2.0 and loss.activation.clamp is None
+    assert int(loss.tail.sum()) == 815
+    cfg = make_cfg(*lvis_overrides(tmp_path, "activation=sigmoid", "detection.scoring=activation"))
+    assert build(cfg, tmp_path, v1_stats).model["roi_head"]["bbox_head"]["loss_cls"]["scoring"] == "activation"
+
+
+@needs_shared
+def test_label_order_is_mmdets_for_an_unsorted_category_list(tmp_path):
+    """mmdet's LVIS dataset numbers categories in the json's order; the frequency vector must too."""
+    from mmdet.datasets import LVISV05Dataset
+    data = json.loads((SHARED_LVIS / "lvis_v0.5_val_100.json").read_text())
+    data["categories"] = data["categories"][::-1][600:] + data["categories"][::-1][:600]
+    path = tmp_path / "unsorted.json"
+    path.write_text(json.dumps(data))
+    dataset = LVISV05Dataset(ann_file=str(path), data_prefix=dict(img=str(tmp_path)), test_mode=True, pipeline=[])
+    stats = load_category_stats(path)
+    assert list(stats.ids) == list(dataset.cat_ids) != sorted(stats.ids)
+    frequent = [c["id"] for c in data["categories"] if c["frequency"] == "f"]
+    by_label = {dataset.cat2label[i] for i in frequent}
+    assert {i for i, f in enumerate(stats.frequency) if f == "f"} == by_label
+
+
+@needs_shared
+def test_val_subset_is_the_evaluated_ground_truth(make_cfg, tmp_path):
+    """detection.val_images=N: the evaluator's ground truth is the N images, so perfect
+    detections of them score AP 100 (on the whole file the unseen images would count as missed)."""
+    ann = SHARED_LVIS / "lvis_v0.5_val_100.json"
+    cfg = make_cfg(*lvis_overrides(tmp_path, "task.version=v0.5", f"data.train_ann={ann}", f"data.val_ann={ann}",
+                                   "detection.val_images=10"))
+    out = tmp_path / "run"
+    prepared = prepare_inputs(cfg, out)
+    assert prepared["val_ann"] == str(out / VAL_SUBSET_FILE) and prepared["eval_images"] == 10
+    subset = json.loads((out / VAL_SUBSET_FILE).read_text())
+    full = json.loads(ann.read_text())
+    assert [i["id"] for i in subset["images"]] == [i["id"] for i in full["images"][:10]]
+    ids = {i["id"] for i in subset["images"]}
+    assert subset["annotations"] == [a for a in full["annotations"] if a["image_id"] in ids]
+    assert subset["categories"] == full["categories"]
+    perfect = ground_truth_as_detections(subset, "bbox")
+    assert lvis_evaluate(str(out / VAL_SUBSET_FILE), perfect, "bbox")["AP"] == pytest.approx(1.0)
+    assert lvis_evaluate(str(ann), perfect, "bbox")["AP"] < 0.5
+    mm = build_mmdet_config(cfg, out, load_category_stats(prepared["categories"]), prepared["categories"],
+                            prepared["val_ann"])
+    assert mm.test_evaluator["ann_file"] == prepared["val_ann"]
+    assert mm.test_dataloader["dataset"]["ann_file"] == prepared["val_ann"]
+    assert "indices" not in mm.test_dataloader["dataset"]
+    assert load_category_stats(prepared["categories"]).num_images == 93   # train images with annotations
 
 
 def write_images(ann_file: Path, folder: Path) -> None:
@@ -126,8 +224,18 @@ def test_mask_rcnn_gumbel_trains_and_evaluates_on_real_lvis_annotations(make_cfg
     record = run_detection(cfg)
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk == [record]
+    assert record["eval_subset"] is True and record["eval_images"] == 4
+    assert record["batch_size"] == 2 and record["lr"] == pytest.approx(0.0025) and record["base_lr"] == 0.02
+    assert record["scoring"] == "gumbel" and record["classifier_init"] == "paper"
+    assert record["activation_options"] == {"clamp": [-4.0, 10.0], "temperature": 1.0}
     assert record["kind"] == "detection" and record["method"] == "gumbel" and record["version"] == "v0.5"
     assert not record["no_detections"]      # Gumbel's init scores exp(-exp(2)) pass the 1e-4 threshold
-    for key in ("AP", "APr", "APc", "APf", "APbox"):
+    for key in ("AP", "APbox"):
         assert record[key] is not None and 0.0 <= record[key] <= 100.0
+    subset = json.loads((out / "lvis_val_subset.json").read_text())
+    groups = {c["id"]: c["frequency"] for c in subset["categories"]}
+    present = {groups[a["category_id"]] for a in subset["annotations"]}
+    for key, group in (("APr", "r"), ("APc", "c"), ("APf", "f")):   # None: no such category in the 4 images
+        assert (record[key] is None) == (group not in present)
+        assert record[key] is None or 0.0 <= record[key] <= 100.0
     assert list((out).glob("epoch_1.pth"))

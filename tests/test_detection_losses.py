@@ -1,5 +1,6 @@
 """Detection losses on the shared activation module: values, weights, gradients (torch only)."""
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lt_bench.detection.categories import load_category_stats
+from lt_bench.detection.categories import load_category_stats, save_category_stats
 from lt_bench.detection.losses import ActivationCrossEntropyLoss, DropLoss, EQLLoss
 from lt_bench.errors import ConfigError
 
@@ -87,26 +88,79 @@ def test_eql_dropped_terms_get_no_gradient():
     assert logits.grad[0, 1] != 0 and torch.all(logits.grad[1] != 0)    # positive; background row
 
 
-def test_droploss_background_rows_follow_the_tail_ratio():
+def authors_droploss(logits, labels, freq, lambda_):
+    """DropLoss as the GOL authors' code computes it (sigmoid), restated: the drop weight of each
+    (proposal, class) from one uniform draw per element, torch.rand_like on [N, C]."""
+    n, c = logits.shape
+    target = torch.zeros(n, c + 1)
+    target[torch.arange(n), labels] = 1
+    target = target[:, :c]
+    tail = (torch.tensor(freq) < lambda_).float().view(1, c).expand(n, c)
+    fg = (labels != c).float().view(n, 1).expand(n, c)
+    ratio = torch.mean((torch.tensor(freq)[labels[labels != c]] < lambda_).float())   # NaN without foreground
+    random = torch.rand_like(1 - fg) * (1 - fg)
+    random = torch.where(random > ratio, torch.ones_like(random), torch.zeros_like(random))
+    drop_w = 1 - (random + fg) * tail * (1 - target)
+    return torch.sum(F.binary_cross_entropy_with_logits(logits, target, reduction="none") * drop_w) / n
+
+
+@pytest.mark.parametrize("labels", [
+    [0, 1, 1, 3, 4, 4, 4, 4],          # foreground tail share 1/4
+    [0, 2, 2, 4, 4, 4, 4, 4, 4, 4],    # 1: every background tail negative is kept
+    [1, 3, 4, 4, 4, 4],                # 0: every background tail negative is dropped
+    [4, 4, 4, 4, 4],                   # no foreground: the authors' NaN ratio keeps every negative
+])
+def test_droploss_matches_the_authors_loss_draw_for_draw(labels):
+    loss = DropLoss("sigmoid", num_classes=4, image_frequency=FREQ)
+    labels = torch.tensor(labels)
+    logits = torch.randn(len(labels), 4) * 2
+    torch.manual_seed(11)
+    ours = loss(logits, labels)
+    torch.manual_seed(11)
+    theirs = authors_droploss(logits, labels, FREQ, 0.0011)
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-6)
+
+
+def test_droploss_drops_each_background_tail_negative_by_its_own_draw():
     loss = DropLoss("gumbel", num_classes=4, image_frequency=FREQ)
-    logits = torch.randn(8, 4)
-    labels = torch.tensor([0, 1, 1, 3, 4, 4, 4, 4])   # foreground tail share: 1/4
-    torch.manual_seed(3)
+    labels = torch.tensor([0, 1, 1, 3] + [4] * 12)          # ratio 1/4
+    foreground = labels < 4
+    torch.manual_seed(5)
+    dropped = loss.dropped_negatives(foreground, labels)
+    torch.manual_seed(5)
+    draw = torch.rand(len(labels), 4)
+    tail = torch.tensor([True, False, True, False])
+    expected = (foreground[:, None] | (draw > 0.25)) & tail[None, :]
+    assert torch.equal(dropped, expected)
+    background = dropped[4:][:, [0, 2]]
+    assert (background[:, 0] != background[:, 1]).any()    # one proposal keeps one tail negative, drops another
+    logits = torch.randn(len(labels), 4)                     # the same pattern through the loss
+    targets = F.one_hot(labels, 5)[:, :4].float()
+    kept = ~(expected & (targets == 0))
+    torch.manual_seed(5)
     value = loss(logits, labels)
-    torch.manual_seed(3)
-    kept = torch.rand(8) <= 0.25                     # the same draw, made by hand
-    dropped_bg = {i for i in range(4, 8) if not kept[i]}
-    assert value.item() == pytest.approx(manual_tail_loss(logits, labels, dropped_bg), rel=1e-6)
+    assert value.item() == pytest.approx((loss.activation.elementwise_loss(logits, targets) * kept).sum(1).mean().item(),
+                                         rel=1e-6)
 
 
-def test_droploss_keep_rate_is_the_ratio_on_a_large_batch():
+def test_droploss_keep_rate_is_the_ratio_per_element_on_a_large_batch():
     loss = DropLoss("sigmoid", num_classes=4, image_frequency=FREQ)
     labels = torch.cat([torch.tensor([0, 2, 1, 3, 1]), torch.full((20000,), 4)])   # ratio 2/5
     logits = torch.zeros(len(labels), 4, requires_grad=True)
+    torch.manual_seed(0)
     loss(logits, labels).backward()
-    kept = (logits.grad[5:, 0] != 0).float().mean().item()
-    assert kept == pytest.approx(0.4, abs=0.015)
+    kept = logits.grad[5:][:, [0, 2]] != 0
+    assert kept.float().mean().item() == pytest.approx(0.4, abs=0.01)
+    # independent draws: both tail negatives of a proposal kept about 0.4^2 of the time, not 0.4
+    assert (kept[:, 0] & kept[:, 1]).float().mean().item() == pytest.approx(0.16, abs=0.01)
     assert torch.all(logits.grad[5:, 1] != 0)        # non-tail negatives always kept
+
+
+def test_droploss_without_foreground_keeps_every_negative():
+    loss = DropLoss("gumbel", num_classes=4, image_frequency=FREQ)
+    logits, labels = torch.randn(6, 4), torch.full((6,), 4)
+    full = EQLLoss("gumbel", num_classes=4, image_frequency=[0.5] * 4)   # no tail class: nothing dropped
+    assert loss(logits, labels).item() == pytest.approx(full(logits, labels).item(), rel=1e-6)
 
 
 def test_tail_losses_need_a_binary_activation_and_frequencies():
@@ -119,21 +173,72 @@ def test_tail_losses_need_a_binary_activation_and_frequencies():
 
 
 @needs_shared
-def test_lvis_v1_category_statistics_and_tail_set():
-    stats = load_category_stats(SHARED_LVIS / "lvis_v1_categories_with_counts.json", num_images=100_170)
+def test_lvis_v1_frequencies_over_annotated_images_give_the_authors_815_tail_categories():
+    """The authors' frequency: image_count / 99,388 (LVIS v1 train images with annotations)."""
+    stats = load_category_stats(SHARED_LVIS / "lvis_v1_categories_with_counts.json", num_images=99_388)
     assert len(stats.ids) == 1203 and stats.group_counts() == {"r": 337, "c": 461, "f": 405}
     with open(SHARED_LVIS / "lvis_v1_categories_with_counts.csv") as f:
-        counts = {int(r["id"]): int(r["image_count"]) for r in csv.DictReader(f)}
-    expected_tail = sum(1 for n in counts.values() if n / 100_170 < 0.0011)
+        rows = list(csv.DictReader(f))
+    tail = {r["name"] for r in rows if int(r["image_count"]) / 99_388 < 0.0011}
+    assert len(tail) == 815 and "celery" not in tail and "oar" not in tail
+    assert {r["name"] for r in rows if int(r["image_count"]) / 100_170 < 0.0011} - tail == {"celery", "oar"}
     loss = DropLoss("gumbel", num_classes=1203, frequency_file=str(SHARED_LVIS / "lvis_v1_categories_with_counts.json"),
-                    num_images=100_170)
-    assert int(loss.tail.sum()) == expected_tail
-    with pytest.raises(ConfigError, match="give the number of training images"):
+                    num_images=99_388)
+    assert int(loss.tail.sum()) == 815
+    assert {stats.names[i] for i in torch.nonzero(loss.tail).flatten().tolist()} == tail
+    with pytest.raises(ConfigError, match="give the number of training images with annotations"):
         load_category_stats(SHARED_LVIS / "lvis_v1_categories_with_counts.json")
+
+
+def test_annotation_file_frequencies_count_only_images_with_annotations(tmp_path):
+    data = {"images": [{"id": i} for i in range(1, 6)],           # images 4 and 5 hold no annotation
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 7}, {"id": 2, "image_id": 2, "category_id": 3},
+                            {"id": 3, "image_id": 3, "category_id": 7}],
+            "categories": [{"id": 7, "name": "b", "image_count": 2, "frequency": "r"},
+                           {"id": 3, "name": "a", "image_count": 1, "frequency": "r"}]}
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(data))
+    stats = load_category_stats(path)
+    assert stats.num_images == 3
+    assert list(stats.ids) == [7, 3] and stats.names == ("b", "a")   # the json's order: mmdet's labels
+    assert stats.image_frequency.tolist() == pytest.approx([2 / 3, 1 / 3])
+    summary = save_category_stats(stats, tmp_path / "summary.json")
+    again = load_category_stats(summary)
+    assert list(again.ids) == [7, 3] and again.num_images == 3 and again.names == ("b", "a")
 
 
 @needs_shared
 def test_categories_from_a_full_annotation_file():
     stats = load_category_stats(SHARED_LVIS / "lvis_v0.5_val_100.json")
-    assert len(stats.ids) == 1230 and stats.num_images == 100
-    assert list(stats.ids) == sorted(stats.ids)
+    data = json.loads((SHARED_LVIS / "lvis_v0.5_val_100.json").read_text())
+    assert len(stats.ids) == 1230 and stats.num_images == 93     # of its 100 images, 93 hold annotations
+    assert len(data["images"]) == 100 and len({a["image_id"] for a in data["annotations"]}) == 93
+    assert list(stats.ids) == [c["id"] for c in data["categories"]]
+
+
+def test_activation_options_reach_the_detection_losses():
+    logits, labels = torch.randn(4, 3) * 3, torch.tensor([0, 1, 2, 2])
+    options = {"clamp": None, "temperature": 2.0}
+    loss = ActivationCrossEntropyLoss("gumbel", num_classes=2, activation_options=options)
+    z = logits / 2.0
+    p = torch.exp(-torch.exp(-z))
+    target = F.one_hot(labels, 3).float()
+    expected = -(target * torch.log(p) + (1 - target) * torch.log1p(-p)).sum(1).mean()
+    assert loss(logits, labels).item() == pytest.approx(expected.item(), rel=1e-5)
+    torch.testing.assert_close(loss.get_activation(logits), p)
+    eql = EQLLoss("gumbel", num_classes=4, image_frequency=FREQ, activation_options={"clamp": [-1.0, 1.0]})
+    big = torch.full((1, 4), 5.0, requires_grad=True)
+    eql(big, torch.tensor([4])).backward()
+    assert torch.all(big.grad == 0)          # clamped at 1: the clamp reached the loss
+
+
+def test_softmax_scoring_of_a_binary_activation():
+    logits = torch.randn(5, 4)
+    sigmoid = ActivationCrossEntropyLoss("sigmoid", num_classes=3)
+    softmax_scored = ActivationCrossEntropyLoss("sigmoid", num_classes=3, scoring="softmax")
+    torch.testing.assert_close(sigmoid.get_activation(logits), torch.sigmoid(logits))
+    torch.testing.assert_close(softmax_scored.get_activation(logits), torch.softmax(logits, dim=1))
+    assert softmax_scored(logits, torch.tensor([0, 1, 2, 3, 3])).item() == pytest.approx(
+        sigmoid(logits, torch.tensor([0, 1, 2, 3, 3])).item())      # the training loss is the same
+    with pytest.raises(ConfigError, match="unknown scoring 'max'"):
+        ActivationCrossEntropyLoss("sigmoid", num_classes=3, scoring="max")

@@ -25,11 +25,11 @@ def cls(stage, method, top1, setup, seed=0, task="cifar100lt", imbalance=100, mo
             "eval_split": "test", **extra}
 
 
-def det(method, ap, setup, seed=0, model="mask_rcnn_r50"):
+def det(method, ap, setup, seed=0, model="mask_rcnn_r50", **extra):
     return {"kind": "detection", "task": "lvis", "version": "v1", "model": model, "stage": None,
             "method": method, "AP": ap, "APr": ap - 14, "APc": ap - 2, "APf": ap + 8, "APbox": ap + 1,
             "seed": seed, "config_hash": f"{setup}-{seed}", "setup_hash": setup,
-            "created": "2024-05-02T00:00:00+00:00"}
+            "created": "2024-05-02T00:00:00+00:00", **extra}
 
 
 @pytest.fixture
@@ -46,7 +46,8 @@ def runs(tmp_path):
         "inlt": [cls(2, "gumbel", 48.7, "eeee5555", task="imagenetlt", imbalance=256.0, model="resnet50")],
         "nested/lvis_s0": [det("gumbel", LVIS_GUMBEL_AP[0], "ffff6666", 0)],
         "nested/lvis_s1": [det("gumbel", LVIS_GUMBEL_AP[1], "ffff6666", 1)],
-        "nested/lvis_sigmoid": [det("sigmoid", 16.0, "9999aaaa")],
+        # scored as the paper's sigmoid rows: a softmax over the C + 1 logits
+        "nested/lvis_sigmoid": [det("sigmoid", 16.0, "9999aaaa", activation="sigmoid", scoring="softmax")],
     }
     root = tmp_path / "runs"
     for name, records in folders.items():
@@ -168,11 +169,29 @@ def test_detection_table(runs):
     assert ap["delta"] == pytest.approx(statistics.mean(LVIS_GUMBEL_AP) - 19.0)
     apr = find(cells, "gumbel", "lvis", metric="APr", version="v1")
     assert apr["delta"] == pytest.approx(statistics.mean(LVIS_GUMBEL_AP) - 14 - 4.9)
-    assert find(cells, "sigmoid (paper)", "lvis", metric="APbox")["mean"] == 17.2
-    assert find(cells, "sigmoid", "lvis", metric="APf")["delta"] == pytest.approx(24.0 - 27.3)
+    assert find(cells, "sigmoid [softmax scores] (paper)", "lvis", metric="APbox")["mean"] == 17.2
+    # compared with the paper only when measured as the paper: the same scores, the whole val set
+    assert find(cells, "sigmoid [softmax scores]", "lvis", metric="APf")["delta"] == pytest.approx(24.0 - 27.3)
     rows = md_table(leaderboard_text([runs / "nested"]), "detection")
     assert rows[0][1:] == [f"lvis v1 mask_rcnn_r50 {m}" for m in ("AP", "APr", "APc", "APf", "APbox")]
-    assert [r[0] for r in rows[2:]] == ["gumbel", "sigmoid", "gumbel (paper)", "sigmoid (paper)", "softmax (paper)"]
+    assert [r[0] for r in rows[2:]] == ["gumbel", "sigmoid [softmax scores]", "gumbel (paper)",
+                                        "sigmoid [softmax scores] (paper)", "softmax (paper)"]
+
+
+def test_detection_runs_meet_the_paper_only_when_measured_as_the_paper(tmp_path):
+    """A sigmoid run scored by sigmoid, or one evaluated on a val subset, is its own row with no Δ."""
+    records = [det("sigmoid", 16.0, "a1", activation="sigmoid", scoring="softmax"),
+               det("sigmoid", 17.0, "b2", activation="sigmoid", scoring="sigmoid"),
+               det("gumbel", 30.0, "c3", activation="gumbel", scoring="gumbel", eval_subset=True, eval_images=50),
+               det("gumbel", 19.5, "d4", activation="gumbel", scoring="gumbel", eval_subset=False)]
+    (tmp_path / "results.json").write_text(json.dumps(records))
+    cells = json.loads(leaderboard_text([tmp_path], "json"))
+    assert find(cells, "sigmoid [softmax scores]", "lvis", metric="AP")["delta"] == pytest.approx(16.0 - 16.4)
+    own = find(cells, "sigmoid", "lvis", metric="AP")
+    assert own["mean"] == 17.0 and own["paper"] is None and own["delta"] is None
+    subset = find(cells, "gumbel [val subset of 50 images]", "lvis", metric="AP")
+    assert subset["mean"] == 30.0 and subset["delta"] is None
+    assert find(cells, "gumbel", "lvis", metric="AP")["delta"] == pytest.approx(19.5 - 19.0)
 
 
 def test_metrics_option(runs):
@@ -267,7 +286,7 @@ def test_html_parses_back(runs):
     assert body["gumbel (stage 2) [cfg cccc22]"] == ["44.00 ± - (n=1) Δ -1.50", "-", "-"]
     assert body["softmax (paper)"] == ["42.40", "38.30", "45.20"]
     assert detection["thead"] == [["method", "lvis v1 mask_rcnn_r50"], ["AP", "APr", "APc", "APf", "APbox"]]
-    assert [r[0] for r in detection["tbody"]][:2] == ["gumbel", "sigmoid"]
+    assert [r[0] for r in detection["tbody"]][:2] == ["gumbel", "sigmoid [softmax scores]"]
 
 
 def test_cli_and_config_entry_points(runs, tmp_path, capsys):

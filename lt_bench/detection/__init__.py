@@ -4,7 +4,8 @@
 - ``registry.py``: registers them, and the classifier initialiser, in mmdet's registries
   (configs load it with ``custom_imports = dict(imports=['lt_bench.detection.registry'])``);
 - ``categories.py``: LVIS category statistics; ``evaluation.py``: the lvis API;
-- ``lvis_compat.py``: the NumPy shim for lvis 0.5.3; ``runner.py``: run.py's task=lvis.
+- ``lvis_compat.py``: the NumPy shim for lvis 0.5.3; ``runner.py``: run.py's task=lvis;
+- ``toy.py``: a generated long-tailed detection set (coloured shapes) for the learning check.
 
 mmdet, mmcv and mmengine come with the detection extra (``make det``); nothing here is
 imported by the classification track.

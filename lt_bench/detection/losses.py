@@ -10,9 +10,10 @@ loss math is testable without the detection extra.
   targets over C + 1 (binary activations) or softmax cross-entropy.
 - ``EQLLoss`` / ``DropLoss``: C outputs, background proposals have all-zero targets;
   negative terms of tail categories (image frequency < lambda) are removed for foreground
-  proposals (EQL, Tan et al. 2020) and, for background proposals, with probability
-  1 - (share of tail categories among this batch's foreground labels) (DropLoss,
-  Hsieh et al. 2021).
+  proposals (EQL, Tan et al. 2020).  DropLoss (Hsieh et al. 2021) also removes them for
+  background proposals, each (proposal, tail category) term by its own Bernoulli draw: kept
+  with probability r, the share of tail categories among the batch's foreground labels; a
+  batch without foreground keeps them all (the GOL authors' ``DropLoss``).
 
 All reduce as "mean over proposals of the per-proposal sum over classes" (mmdet's
 ``avg_factor`` is the number of proposals), the activations' own convention.
@@ -59,8 +60,24 @@ class _ClassificationLoss(nn.Module):
         return self.loss_weight * loss
 
 
+SCORINGS = ("activation", "softmax")
+
+
 class ActivationCrossEntropyLoss(_ClassificationLoss):
-    """C + 1 outputs (the last one is background), with any activation."""
+    """C + 1 outputs (the last one is background), with any activation.
+
+    ``scoring``: the test-time class scores.  ``activation``: the activation's own
+    probabilities.  ``softmax``: a softmax over the C + 1 logits, whatever the training
+    activation: what mmdet 2.x did for ``CrossEntropyLoss(use_sigmoid=True)``, which has no
+    ``get_activation`` (so GOL's sigmoid rows were scored that way).
+    """
+
+    def __init__(self, activation: str = "gumbel", num_classes: int = 1203, scoring: str = "activation",
+                 **kwargs):
+        super().__init__(activation, num_classes, **kwargs)
+        if scoring not in SCORINGS:
+            raise ConfigError(f"unknown scoring {scoring!r}; valid: {', '.join(SCORINGS)}")
+        self.scoring = scoring
 
     def get_cls_channels(self, num_classes: int) -> int:
         if num_classes != self.num_classes:
@@ -69,6 +86,8 @@ class ActivationCrossEntropyLoss(_ClassificationLoss):
 
     def get_activation(self, cls_score: Tensor) -> Tensor:
         """Scores of the C classes and background (mmdet's NMS drops the last column)."""
+        if self.scoring == "softmax":
+            return torch.softmax(cls_score.float(), dim=-1)
         return self.activation.probs(cls_score)
 
     def forward(self, cls_score: Tensor, label: Tensor, weight: Tensor | None = None,
@@ -134,13 +153,18 @@ class EQLLoss(_TailAwareLoss):
 
 
 class DropLoss(_TailAwareLoss):
-    """EQL for foreground proposals; background proposals keep their tail-category negatives
-    with probability r, the share of tail categories among this batch's foreground labels."""
+    """EQL for foreground proposals; each (background proposal, tail category) negative is kept
+    by its own Bernoulli draw with probability r, the share of tail categories among this
+    batch's foreground labels.  Without foreground proposals r is undefined and every negative
+    is kept, as in the authors' code (their NaN ratio keeps all).  The draw is one uniform
+    number per (proposal, category), ``torch.rand(N, C)``, kept where it is <= r: the authors'
+    ``torch.rand_like`` on the same shape, so a seed gives their pattern."""
 
     def dropped_negatives(self, foreground: Tensor, labels: Tensor) -> Tensor:
+        draw = torch.rand(labels.shape[0], self.num_classes, device=labels.device)
         fg_labels = labels[foreground]
-        ratio = (self.tail[fg_labels].float().mean() if fg_labels.numel()
-                 else torch.zeros((), device=labels.device))
-        keep_background = torch.rand(labels.shape[0], device=labels.device) <= ratio
-        dropped_rows = foreground | (~foreground & ~keep_background)
-        return dropped_rows[:, None] & self.tail[None, :]
+        if fg_labels.numel() == 0:
+            return torch.zeros_like(draw, dtype=torch.bool)
+        ratio = self.tail[fg_labels].float().mean()
+        dropped = foreground[:, None] | (draw > ratio)
+        return dropped & self.tail[None, :]

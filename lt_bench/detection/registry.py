@@ -7,7 +7,7 @@ mmdet component.
 """
 from __future__ import annotations
 
-from mmengine.model.weight_init import BaseInit
+from mmengine.model.weight_init import BaseInit, _get_bases_name, update_init_info
 from mmengine.registry import WEIGHT_INITIALIZERS   # the root: found from mmdet's scope and any other
 from mmdet.registry import MODELS
 from torch import nn
@@ -25,16 +25,29 @@ for _loss in (ActivationCrossEntropyLoss, EQLLoss, DropLoss):
 class ActivationClassifierInit(BaseInit):
     """The box classifier's init for its activation (``lt_bench.activations.init_classifier``):
     scheme ``detection`` gives weights 0.001 and bias -2 for Gumbel, -6.5 for sigmoid and
-    softmax (the paper's); ``prior`` gives every initial score 1/C."""
+    softmax (the paper's); ``prior`` gives every initial score 1/C.
 
-    def __init__(self, activation: str = "gumbel", scheme: str = "detection", **kwargs):
+    Like mmengine's own initialisers it touches only what it is pointed at: the module given
+    with ``override=dict(name='fc_cls')`` (mmengine then sets ``wholemodule``), or the layer
+    types named in ``layer``.  mmengine first applies each ``init_cfg`` entry to the whole
+    head with ``wholemodule=False``; that pass must leave the shared fcs alone.
+    """
+
+    def __init__(self, activation: str = "gumbel", scheme: str = "detection",
+                 activation_options: dict | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.activation, self.scheme = build_activation(activation), scheme
+        self.activation = build_activation(activation, **(activation_options or {}))
+        self.scheme = scheme
 
     def __call__(self, module: nn.Module) -> None:
-        for layer in module.modules():
-            if isinstance(layer, nn.Linear):
+        def init(layer: nn.Module) -> None:
+            if not isinstance(layer, nn.Linear):
+                return
+            if self.wholemodule or set(self.layer) & {type(layer).__name__, *_get_bases_name(layer)}:
                 init_classifier(layer, self.activation, self.scheme)
+        module.apply(init)
+        if hasattr(module, "_params_init_info"):
+            update_init_info(module, init_info=self._get_init_info())
 
     def _get_init_info(self) -> str:
         return f"{type(self).__name__}: activation={self.activation.name}, scheme={self.scheme}"

@@ -2,33 +2,54 @@
 mmengine's runner; the LVIS metrics become a record in results.json.
 
 The mmdet config of the chosen ``detector`` holds the pipeline (sampler, heads, NMS,
-schedule); the run decides what is specific to it: LVIS version and paths, the box
-classifier's activation and loss, the classifier init, the output folder, and optional
-knobs for short runs (epochs, image scale, a subset of images).
+schedule).  The run decides what is specific to it, in two steps kept apart so that a stock
+mmdet config can go through the first one alone (the equivalence tests do):
+
+- ``apply_run_settings``: LVIS version and paths, the category names of the annotation file,
+  the global batch size and the linearly scaled learning rate, the output folder, the seed,
+  and optional knobs for short runs (epochs, image scale, a subset of images);
+- ``apply_box_classifier``: the box classifier's loss, activation, scoring and init from
+  lt_bench.  Every other parameter keeps mmdet's own init: the head's default ``init_cfg``
+  (read from mmdet's class, not copied) runs first, then the classifier init on ``fc_cls``.
+
+Rank 0 reads the annotation files once (structure check, category statistics, the val
+subset of a short run) and shares the outcome with the other ranks.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig
 
-from lt_bench.config import config_hash
+from lt_bench.config import activation_options, config_hash
 from lt_bench.detection.annotations import check_lvis_annotations
-from lt_bench.errors import ConfigError
+from lt_bench.detection.categories import (ANNOTATED_TRAIN_IMAGES, CategoryStats, category_stats,
+                                           load_category_stats, save_category_stats)
+from lt_bench.errors import ConfigError, DataError, LtBenchError
+from lt_bench.fileio import atomic_write_json
 from lt_bench.records import RESULTS_FILE, SCHEMA_VERSION, git_revision, upsert_record
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
 VERSIONS = {
-    # dataset type, classes, image prefix of train and val (v1 reads paths from coco_url)
-    "v1": ("LVISV1Dataset", 1203, "", "", 0.0011),
-    "v0.5": ("LVISV05Dataset", 1230, "train2017/", "val2017/", 0.00177),
+    # dataset type, image prefix of train and val (v1 reads paths from coco_url), default lambda
+    "v1": ("LVISV1Dataset", "", "", 0.0011),
+    "v0.5": ("LVISV05Dataset", "train2017/", "val2017/", 0.00177),
 }
 LOSSES = {"activation_ce": "ActivationCrossEntropyLoss", "eql": "EQLLoss", "drop": "DropLoss"}
+# detection.classifier_init -> lt_bench.activations.init_classifier scheme (None: mmdet's own)
+CLASSIFIER_INITS = {"paper": "detection", "prior": "prior", "mmdet": None}
+SCORINGS = ("auto", "activation", "softmax")
+BASE_BATCH_SIZE = 16          # the paper's (and mmdet's) lr 0.02 is for 16 images per iteration
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
+CATEGORIES_FILE = "lvis_categories.json"
+VAL_SUBSET_FILE = "lvis_val_subset.json"
 
 
 def annotation_paths(cfg: DictConfig) -> tuple[Path, Path]:
@@ -38,6 +59,89 @@ def annotation_paths(cfg: DictConfig) -> tuple[Path, Path]:
     val = Path(cfg.data.val_ann or lvis_dir / f"lvis_{version}_val.json").expanduser()
     return train, val
 
+
+def resolve_scoring(cfg: DictConfig) -> str:
+    """The test-time score function: 'softmax' (over the C + 1 logits) or the activation's
+    name.  ``auto`` scores as GOL's runs of that activation were scored: the sigmoid baseline
+    by a softmax (mmdet 2.x's CrossEntropyLoss(use_sigmoid=True) has no get_activation),
+    Gumbel and softmax by themselves."""
+    scoring = cfg.detection.scoring
+    if scoring == "auto":
+        return "softmax" if cfg.activation == "sigmoid" and cfg.detector.loss == "activation_ce" else cfg.activation
+    return "softmax" if scoring == "softmax" else cfg.activation
+
+
+def global_batch_size(cfg: DictConfig, world_size: int) -> int:
+    batch = int(cfg.detection.batch_size)
+    if batch < 1 or batch % world_size:
+        raise ConfigError(f"detection.batch_size={batch} is the global batch (images per iteration over "
+                          f"all GPUs): it must be a positive multiple of the {world_size} processes")
+    return batch
+
+
+# ----------------------------------------------------------------------------- rank 0's reading
+
+def category_stats_from(cfg: DictConfig, train_data: dict | None = None) -> CategoryStats:
+    """Category statistics in the training file's label order: from ``detection.frequency_file``
+    (a categories list with counts, or an annotation file) when given, else from the training
+    annotations (``train_data`` when already parsed)."""
+    source, num_images = cfg.detection.frequency_file, cfg.detection.frequency_num_images
+    if source is None and train_data is not None:
+        return category_stats(train_data, num_images, str(annotation_paths(cfg)[0]))
+    path = Path(source or annotation_paths(cfg)[0]).expanduser()
+    try:
+        return load_category_stats(path, num_images)
+    except ConfigError:
+        if num_images is None and source is not None:   # a categories-only list of an official file
+            log.info("%s lists categories only: image frequencies over the %d annotated training images "
+                     "of LVIS %s", path, ANNOTATED_TRAIN_IMAGES[cfg.task.version], cfg.task.version)
+            return load_category_stats(path, ANNOTATED_TRAIN_IMAGES[cfg.task.version])
+        raise
+
+
+def write_val_subset(val_data: dict, count: int, path: Path) -> Path:
+    """The first ``count`` images of the val file with their annotations (all categories):
+    a short run's evaluation then counts only the images it saw."""
+    images = val_data["images"][:count]
+    keep = {img["id"] for img in images}
+    subset = {**{k: v for k, v in val_data.items() if k not in ("images", "annotations")},
+              "images": images, "annotations": [a for a in val_data["annotations"] if a["image_id"] in keep]}
+    return atomic_write_json(path, subset)
+
+
+def prepare_inputs(cfg: DictConfig, out_dir: Path) -> dict:
+    """Rank 0's one reading of the annotation files: check them, write the category statistics
+    (and the val subset of ``detection.val_images``) into the run folder."""
+    train_ann, val_ann = annotation_paths(cfg)
+    parsed: dict[Path, dict] = {}
+
+    def read(path: Path) -> dict:
+        if path not in parsed:
+            if cfg.detection.check_annotations:
+                parsed[path] = check_lvis_annotations(path)
+            else:
+                try:
+                    parsed[path] = json.loads(path.read_text())
+                except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+                    raise DataError(f"{path}: not a readable LVIS annotation file ({err})") from err
+        return parsed[path]
+
+    train_data = read(train_ann) if cfg.detection.check_annotations or cfg.detection.frequency_file is None else None
+    stats = category_stats_from(cfg, train_data)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prepared = {"categories": str(save_category_stats(stats, out_dir / CATEGORIES_FILE)), "val_ann": str(val_ann),
+                "eval_images": None}
+    if cfg.detection.check_annotations or cfg.detection.val_images is not None:
+        val_data = read(val_ann)
+        prepared["eval_images"] = len(val_data["images"])
+        if cfg.detection.val_images is not None and int(cfg.detection.val_images) < len(val_data["images"]):
+            prepared["val_ann"] = str(write_val_subset(val_data, int(cfg.detection.val_images),
+                                                       out_dir / VAL_SUBSET_FILE))
+            prepared["eval_images"] = int(cfg.detection.val_images)
+    return prepared
+
+
+# ----------------------------------------------------------------------------- the mmdet config
 
 def _dataset_node(dataloader) -> dict:
     """The LVIS dataset inside an optional ClassBalancedDataset (repeat-factor) wrapper."""
@@ -68,23 +172,24 @@ def _use_fast_metric(evaluator: dict) -> None:
     evaluator["type"] = "FastLVISMetric"
 
 
-def build_mmdet_config(cfg: DictConfig, out_dir: Path):
-    """The detector's mmdet config with this run's settings applied."""
-    from mmengine.config import Config
-    dataset_type, num_classes, train_prefix, val_prefix, default_lambda = VERSIONS[cfg.task.version]
-    train_ann, val_ann = annotation_paths(cfg)
+def apply_run_settings(mm, cfg: DictConfig, out_dir: Path, class_names: tuple[str, ...],
+                       val_ann: str | Path | None = None, world_size: int = 1):
+    """Data, batch size and learning rate, schedule, evaluation, seed and output folder of this
+    run, applied to any mmdet LVIS config (``mm``, changed in place and returned)."""
+    dataset_type, train_prefix, val_prefix, _ = VERSIONS[cfg.task.version]
+    train_ann, default_val = annotation_paths(cfg)
+    val_ann = str(val_ann or default_val)
     det = cfg.detection
-    mm = Config.fromfile(str(REPO / cfg.detector.mmdet_config))
-
-    # data
     image_root = str(Path(cfg.data.root).expanduser()) + "/"
+    metainfo = dict(classes=tuple(class_names))     # the annotation file's categories, in its order
     for loader, ann, prefix, count in ((mm.train_dataloader, train_ann, train_prefix, det.train_images),
-                                       (mm.val_dataloader, val_ann, val_prefix, det.val_images),
-                                       (mm.test_dataloader, val_ann, val_prefix, det.val_images)):
+                                       (mm.val_dataloader, val_ann, val_prefix, None),
+                                       (mm.test_dataloader, val_ann, val_prefix, None)):
         if loader is None:
             continue
         dataset = _dataset_node(loader)
-        dataset.update(type=dataset_type, data_root="", ann_file=str(ann), data_prefix=dict(img=image_root + prefix))
+        dataset.update(type=dataset_type, data_root="", ann_file=str(ann), data_prefix=dict(img=image_root + prefix),
+                       metainfo=metainfo)
         if count is not None:
             dataset["indices"] = int(count)
         if det.image_scale is not None:
@@ -92,27 +197,14 @@ def build_mmdet_config(cfg: DictConfig, out_dir: Path):
         if det.num_workers is not None:
             loader["num_workers"] = int(det.num_workers)
             loader["persistent_workers"] = int(det.num_workers) > 0
-    if det.batch_size is not None:
-        mm.train_dataloader["batch_size"] = int(det.batch_size)
+    # the global batch over all processes; mmengine scales the lr linearly from 16 images
+    mm.train_dataloader["batch_size"] = global_batch_size(cfg, world_size) // world_size
+    mm.auto_scale_lr = dict(enable=True, base_batch_size=BASE_BATCH_SIZE)
     for evaluator in (mm.val_evaluator, mm.test_evaluator):
-        evaluator["ann_file"] = str(val_ann)
+        evaluator["ann_file"] = val_ann
         if det.evaluator == "fast":
             _use_fast_metric(evaluator)
 
-    # box classifier: loss, activation and init from lt_bench
-    roi = mm.model["roi_head"]
-    loss = dict(type=LOSSES[cfg.detector.loss], activation=cfg.activation, num_classes=num_classes,
-                loss_weight=1.0)
-    if cfg.detector.loss != "activation_ce":
-        loss.update(lambda_=float(det["lambda"] if det["lambda"] is not None else default_lambda),
-                    frequency_file=str(det.frequency_file or train_ann), num_images=det.frequency_num_images)
-    roi["bbox_head"].update(num_classes=num_classes, loss_cls=loss, init_cfg=[
-        dict(type="ActivationClassifierInit", activation=cfg.activation, scheme="detection",
-             override=dict(name="fc_cls")),
-        dict(type="Normal", std=0.001, override=dict(name="fc_reg"))])
-    roi["mask_head"]["num_classes"] = num_classes
-
-    # backbone weights, schedule, run folder, seed, launcher
     backbone = mm.model["backbone"]
     if det.backbone_pretrained is None:
         backbone["init_cfg"] = None
@@ -135,28 +227,100 @@ def build_mmdet_config(cfg: DictConfig, out_dir: Path):
     mm.load_from = det.load_from
     mm.work_dir = str(out_dir)
     mm.randomness = dict(seed=int(cfg.seed))
-    mm.launcher = "pytorch" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "none"
+    mm.launcher = "pytorch" if world_size > 1 else "none"
+    if world_size > 1 and not torch.cuda.is_available():
+        # mmengine's default DDP wrapper passes device_ids=[LOCAL_RANK], which only GPU modules take
+        mm.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None)
     return mm
 
 
-def _record(cfg: DictConfig, metrics: dict, seconds: float, world_size: int) -> dict:
+def default_head_init(head: dict) -> list[dict] | None:
+    """The ``init_cfg`` mmdet's head class gives itself when none is configured (for a
+    Shared2FCBBoxHead: Normal(0.01) on fc_cls, Normal(0.001) on fc_reg, Xavier on the shared
+    fcs), read from a tiny instance built under a forked RNG, so nothing is copied from mmdet
+    and the run's random stream is untouched."""
+    import copy
+
+    from mmdet.registry import MODELS
+    probe = copy.deepcopy(dict(head))
+    probe.update(init_cfg=None, num_classes=1, loss_cls=dict(type="CrossEntropyLoss", use_sigmoid=False))
+    for key in ("in_channels", "fc_out_channels", "conv_out_channels", "roi_feat_size"):
+        if key in probe:
+            probe[key] = 1
+    with torch.random.fork_rng(devices=[]):
+        init_cfg = MODELS.build(probe).init_cfg
+    return copy.deepcopy(init_cfg) if init_cfg else None
+
+
+def box_classifier_loss(cfg: DictConfig, num_classes: int, frequency_file: str | None = None,
+                        lambda_: float | None = None) -> dict:
+    """The loss_cls config of the run's box classifier."""
+    loss = dict(type=LOSSES[cfg.detector.loss], activation=cfg.activation, num_classes=num_classes,
+                loss_weight=1.0, activation_options=activation_options(cfg, cfg.activation))
+    if cfg.detector.loss == "activation_ce":
+        loss["scoring"] = "softmax" if resolve_scoring(cfg) == "softmax" else "activation"
+    else:
+        loss.update(lambda_=float(lambda_), frequency_file=frequency_file)
+    return loss
+
+
+def lambda_of(cfg: DictConfig) -> float:
+    value = cfg.detection["lambda"]
+    return float(value if value is not None else VERSIONS[cfg.task.version][3])
+
+
+def apply_box_classifier(mm, cfg: DictConfig, stats: CategoryStats, frequency_file: str | None):
+    """The box classifier from lt_bench: loss (and its activation), width, scoring and init."""
+    roi = mm.model["roi_head"]
+    head = roi["bbox_head"]
+    head.update(num_classes=len(stats.ids),
+                loss_cls=box_classifier_loss(cfg, len(stats.ids), frequency_file, lambda_of(cfg)))
+    scheme = CLASSIFIER_INITS[cfg.detection.classifier_init]
+    if scheme is None:
+        head["init_cfg"] = None            # mmdet's own (Normal(0, 0.01), bias 0)
+    else:
+        head["init_cfg"] = (default_head_init(head) or []) + [
+            dict(type="ActivationClassifierInit", activation=cfg.activation, scheme=scheme,
+                 activation_options=activation_options(cfg, cfg.activation), override=dict(name="fc_cls"))]
+    roi["mask_head"]["num_classes"] = len(stats.ids)
+    return mm
+
+
+def build_mmdet_config(cfg: DictConfig, out_dir: Path, stats: CategoryStats, frequency_file: str | None = None,
+                       val_ann: str | Path | None = None, world_size: int = 1):
+    """The detector's mmdet config with this run's settings and box classifier."""
+    from mmengine.config import Config
+    mm = Config.fromfile(str(REPO / cfg.detector.mmdet_config))
+    apply_run_settings(mm, cfg, out_dir, stats.names, val_ann, world_size)
+    return apply_box_classifier(mm, cfg, stats, frequency_file or stats.source)
+
+
+# ----------------------------------------------------------------------------- the run
+
+def _record(cfg: DictConfig, metrics: dict, seconds: float, world_size: int, run: dict) -> dict:
     empty = not any(key.startswith("lvis/") for key in metrics)
     if empty:   # mmdet's LVIS metric returns nothing when no detection passed score_thr
         log.warning("no detection above the score threshold: every AP is 0")
 
     def pick(kind: str) -> dict:
+        """Percentages; None where LVIS has no value (-1: no ground truth in that group, such
+        as APr on a val subset without rare categories)."""
         if empty:
             return {k: 0.0 for k in METRICS}
-        return {k: 100.0 * float(metrics[f"lvis/{kind}_{k}"]) for k in METRICS if f"lvis/{kind}_{k}" in metrics}
+        values = {k: float(metrics[f"lvis/{kind}_{k}"]) for k in METRICS if f"lvis/{kind}_{k}" in metrics}
+        return {k: 100.0 * v if v >= 0 else None for k, v in values.items()}
     segm, bbox = pick("segm"), pick("bbox")
     method = cfg.activation if cfg.detector.loss == "activation_ce" else f"{cfg.detector.loss}+{cfg.activation}"
     return {
         "schema": SCHEMA_VERSION, "kind": "detection", "task": cfg.task.name, "dataset": f"lvis_{cfg.task.version}",
         "version": cfg.task.version, "model": cfg.detector.name, "stage": None, "method": method,
-        "activation": cfg.activation, "loss": cfg.detector.loss, "eval_split": "val",
+        "activation": cfg.activation, "activation_options": activation_options(cfg, cfg.activation),
+        "loss": cfg.detector.loss, "scoring": resolve_scoring(cfg), "classifier_init": cfg.detection.classifier_init,
+        "eval_split": "val",
         # mask AP (the paper's AP) and box AP, percentages
         **{k: segm.get(k) for k in ("AP", "AP50", "AP75", "APr", "APc", "APf")}, "APbox": bbox.get("AP"),
         "segm": segm, "bbox": bbox, "no_detections": empty,
+        **run,
         "seed": int(cfg.seed), "config_hash": config_hash(cfg), "setup_hash": config_hash(cfg, exclude=("seed",)),
         "git_rev": git_revision(), "world_size": world_size, "mmdet_config": cfg.detector.mmdet_config,
         "seconds": round(seconds, 3), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -166,26 +330,51 @@ def _record(cfg: DictConfig, metrics: dict, seconds: float, world_size: int) -> 
 def run_detection(cfg: DictConfig) -> dict:
     """Train (unless detection.train=false) and evaluate; returns the record written."""
     try:
-        from mmengine.dist import get_rank, get_world_size
         from mmengine.runner import Runner
     except ImportError as err:
         raise ConfigError(f"task=lvis needs the detection extra (mmdet, mmcv, mmengine, lvis): "
                           f"run `make det` ({err})") from err
+    from lt_bench import distributed
     from lt_bench.pipeline import resolve_out_dir
-    import time
+    import lt_bench.detection.registry  # noqa: F401  (the plugin's losses, init and metric)
     started = time.perf_counter()
-    out_dir = resolve_out_dir(cfg)
-    if cfg.detection.check_annotations and int(os.environ.get("RANK", "0")) == 0:
-        for path in dict.fromkeys(annotation_paths(cfg)):   # before mmdet reads them
-            check_lvis_annotations(path)
-    runner = Runner.from_cfg(build_mmdet_config(cfg, out_dir))
-    if cfg.detection.train:
-        runner.train()
-    metrics = runner.test()
-    record = _record(cfg, metrics, time.perf_counter() - started, get_world_size())
-    if get_rank() == 0:
-        upsert_record(out_dir / RESULTS_FILE, record)
-        print(f"\nlvis {cfg.task.version}, {cfg.detector.name}, {record['method']} -> {out_dir / RESULTS_FILE}\n"
-              + "  ".join(f"{k} {record[k]:.1f}" for k in ("AP", "APr", "APc", "APf", "APbox")
-                          if record[k] is not None), flush=True)
-    return record
+    ctx = distributed.setup(cfg.device, float(cfg.distributed.timeout_minutes))
+    try:
+        out_dir = Path(ctx.broadcast_object(str(resolve_out_dir(cfg))))
+        batch = global_batch_size(cfg, ctx.world_size)
+        prepared: dict | LtBenchError | None = None
+        if ctx.is_main:
+            try:
+                prepared = prepare_inputs(cfg, out_dir)
+            except LtBenchError as err:      # every rank stops with rank 0's message
+                prepared = err
+        prepared = ctx.broadcast_object(prepared)
+        if isinstance(prepared, LtBenchError):
+            raise prepared
+        stats = load_category_stats(prepared["categories"])
+        mm = build_mmdet_config(cfg, out_dir, stats, prepared["categories"], prepared["val_ann"], ctx.world_size)
+        base_lr = float(mm.optim_wrapper["optimizer"]["lr"])
+        runner = Runner.from_cfg(mm)
+        if cfg.detection.train:
+            runner.train()
+        metrics = runner.test()
+        run = {"batch_size": batch, "lr": base_lr * batch / BASE_BATCH_SIZE, "base_lr": base_lr,
+               "base_batch_size": BASE_BATCH_SIZE, "num_classes": len(stats.ids),
+               "eval_images": prepared["eval_images"], "eval_subset": prepared["val_ann"] != str(annotation_paths(cfg)[1]),
+               "train_images": cfg.detection.train_images,
+               "epochs": runner.epoch if cfg.detection.train else 0,
+               "iterations": runner.iter if cfg.detection.train else 0}
+        if cfg.detector.loss != "activation_ce":
+            run.update({"lambda": lambda_of(cfg), "tail_categories": int(stats.tail(lambda_of(cfg)).sum()),
+                        "frequency_images": stats.num_images})
+        record = _record(cfg, metrics, time.perf_counter() - started, ctx.world_size, run)
+        if ctx.is_main:
+            upsert_record(out_dir / RESULTS_FILE, record)
+            subset = f" ({record['eval_images']} val images only)" if record["eval_subset"] else ""
+            print(f"\nlvis {cfg.task.version}, {cfg.detector.name}, {record['method']}{subset} -> "
+                  f"{out_dir / RESULTS_FILE}\n" + "  ".join(f"{k} {record[k]:.1f}" for k in
+                                                           ("AP", "APr", "APc", "APf", "APbox")
+                                                           if record[k] is not None), flush=True)
+        return record
+    finally:
+        distributed.teardown(ctx)
