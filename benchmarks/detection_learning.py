@@ -42,29 +42,29 @@ def compose_cfg(overrides: list[str]):
         return compose("config", overrides=overrides)
 
 
-def broken_init(mm, cfg, stats, frequency_file):
+def with_broken_init(apply_box_classifier):
     """The box head as lt_bench initialised it before the fix: a constant init on every Linear
     of the head (fc6, fc7, fc_cls, fc_reg), then Normal(0.001) on fc_reg."""
-    from lt_bench.detection import runner
-    runner._fixed_apply_box_classifier(mm, cfg, stats, frequency_file)
-    head = mm.model["roi_head"]["bbox_head"]
-    head["init_cfg"] = [dict(type="Constant", val=0.001, bias=-2.0, layer="Linear"),
-                        dict(type="Normal", std=0.001, override=dict(name="fc_reg"))]
-    return mm
+    def apply(mm, cfg, stats, frequency_file):
+        apply_box_classifier(mm, cfg, stats, frequency_file)
+        mm.model["roi_head"]["bbox_head"]["init_cfg"] = [
+            dict(type="Constant", val=0.001, bias=-2.0, layer="Linear"),
+            dict(type="Normal", std=0.001, override=dict(name="fc_reg"))]
+        return mm
+    return apply
 
 
 def run_variant(name: str, overrides: list[str], ablation: bool = False) -> dict:
+    from unittest import mock
+
     from lt_bench.detection import runner
     cfg = compose_cfg(overrides)
-    if ablation:
-        runner._fixed_apply_box_classifier = runner.apply_box_classifier
-        runner.apply_box_classifier = lambda mm, cfg, stats, ff: broken_init(mm, cfg, stats, ff)
     started = time.perf_counter()
-    try:
+    if ablation:
+        with mock.patch.object(runner, "apply_box_classifier", with_broken_init(runner.apply_box_classifier)):
+            record = runner.run_detection(cfg)
+    else:
         record = runner.run_detection(cfg)
-    finally:
-        if ablation:
-            runner.apply_box_classifier = runner._fixed_apply_box_classifier
     return {"variant": name, "seconds": time.perf_counter() - started, **record}
 
 

@@ -1,8 +1,6 @@
 """The mmdet plugin: registration, heads built with the losses, configs, an end-to-end run."""
 import json
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -18,8 +16,7 @@ from lt_bench.detection.runner import (VAL_SUBSET_FILE, build_mmdet_config,  # n
                                        prepare_inputs, run_detection)
 from lt_bench.errors import ConfigError  # noqa: E402
 
-SHARED_LVIS = Path(__file__).resolve().parents[2] / "shared" / "data" / "lvis"
-needs_shared = pytest.mark.skipif(not SHARED_LVIS.is_dir(), reason="../shared/data/lvis not present")
+from tests.helpers.lvis import SHARED_LVIS, needs_shared, write_images  # noqa: E402
 FREQ_FILE = str(SHARED_LVIS / "lvis_v1_categories_with_counts.json")
 
 
@@ -196,16 +193,6 @@ def test_val_subset_is_the_evaluated_ground_truth(make_cfg, tmp_path):
     assert mm.test_dataloader["dataset"]["ann_file"] == prepared["val_ann"]
     assert "indices" not in mm.test_dataloader["dataset"]
     assert load_category_stats(prepared["categories"]).num_images == 93   # train images with annotations
-
-
-def write_images(ann_file: Path, folder: Path) -> None:
-    """Random images of the annotated sizes, named as mmdet's LVIS v0.5 loader expects."""
-    from PIL import Image
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    for img in json.loads(ann_file.read_text())["images"]:
-        pixels = rng.integers(0, 255, (img["height"], img["width"], 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(folder / img["file_name"][-16:], quality=75)
 
 
 @pytest.mark.slow

@@ -30,8 +30,7 @@ register_all_modules(init_default_scope=True)   # build nested components from m
 from lt_bench.detection.categories import category_stats, load_category_stats, save_category_stats  # noqa: E402
 from lt_bench.detection.runner import REPO, apply_run_settings, build_mmdet_config  # noqa: E402
 
-SHARED_LVIS = Path(__file__).resolve().parents[2] / "shared" / "data" / "lvis"
-needs_shared = pytest.mark.skipif(not SHARED_LVIS.is_dir(), reason="../shared/data/lvis not present")
+from tests.helpers.lvis import SHARED_LVIS, needs_shared, write_images  # noqa: E402
 STOCK = {50: "mmdet::lvis/mask-rcnn_r50_fpn_sample1e-3_ms-1x_lvis-v1.py",
          101: "mmdet::lvis/mask-rcnn_r101_fpn_sample1e-3_ms-1x_lvis-v1.py"}
 DETECTORS = {   # detector -> (backbone depth, classifier outputs are C (True) or C + 1, normed mask predictor)
@@ -145,16 +144,6 @@ class RecordLossesHook(Hook):
         RECORDED.setdefault(self.key, []).append({k: float(v) for k, v in outputs.items()})
         RECORDED.setdefault(self.key + "/time", []).append(time.perf_counter())
         RECORDED[self.key + "/lr"] = [g["lr"] for g in runner.optim_wrapper.optimizer.param_groups]
-
-
-def write_images(ann_file: Path, folder: Path) -> None:
-    from PIL import Image
-    import numpy as np
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    for img in json.loads(ann_file.read_text())["images"]:
-        pixels = rng.integers(0, 255, (img["height"], img["width"], 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(folder / img["file_name"][-16:], quality=75)
 
 
 def _quiet(mm, key: str, out: Path):
