@@ -10,7 +10,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: setup.py
+$(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	touch $@
@@ -18,7 +18,7 @@ $(VENV)/.installed: setup.py
 # the detection extra (mmcv built once from source, then cached: see scripts/install_detection.sh)
 det: $(VENV)/.det-installed
 
-$(VENV)/.det-installed: $(VENV)/.installed scripts/install_detection.sh setup.py
+$(VENV)/.det-installed: $(VENV)/.installed scripts/install_detection.sh pyproject.toml
 	PY=$(PY) scripts/install_detection.sh
 	touch $@
 

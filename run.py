@@ -1,8 +1,9 @@
-"""Entry point: compose the Hydra config, then hand over to lt_bench.cli.
+"""Entry point: compose the Hydra config, check it, then hand over to lt_bench.cli.
 
     python run.py task=cifar100lt imbalance=100
     torchrun --nproc_per_node=4 run.py task=cifar100lt imbalance=100
 """
+import logging
 import os
 import sys
 
@@ -13,17 +14,28 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from lt_bench.compose import hydra_overrides_for_rank, register_resolvers  # noqa: E402
+from lt_bench.compose import check_composed, check_sweep, hydra_overrides_for_rank, setup_hydra  # noqa: E402
+from lt_bench.errors import ConfigError  # noqa: E402
 
-register_resolvers()
+setup_hydra()
 sys.argv += hydra_overrides_for_rank(sys.argv[1:])
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from lt_bench.cli import run_from_config   # after composition: Hydra's own errors come at once
+    from hydra.core.hydra_config import HydraConfig
+    try:   # names, values and added keys, before torch is imported: a typo fails in a second
+        check_composed(cfg, list(HydraConfig.get().overrides.task))
+    except ConfigError as err:
+        logging.getLogger("lt_bench").error("ConfigError: %s", err)
+        sys.exit(2)
+    from lt_bench.cli import run_from_config
     run_from_config(cfg)
 
 
 if __name__ == "__main__":
+    try:
+        check_sweep(sys.argv[1:])
+    except ConfigError as err:
+        sys.exit(f"ConfigError: {err}")
     main()

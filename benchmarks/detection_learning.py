@@ -36,8 +36,8 @@ ABLATION = "gumbel with the old init bug (fc6/fc7 constant)"
 
 def compose_cfg(overrides: list[str]):
     from hydra import compose, initialize_config_dir
-    from lt_bench.compose import register_resolvers
-    register_resolvers()
+    from lt_bench.compose import setup_hydra
+    setup_hydra()
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         return compose("config", overrides=overrides)
 

@@ -29,8 +29,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from lt_bench.checkpoint import save_checkpoint  # noqa: E402
-from lt_bench.compose import register_resolvers  # noqa: E402
-from lt_bench.config import config_hash  # noqa: E402
+from lt_bench.compose import setup_hydra  # noqa: E402
+from lt_bench.run_folder import config_hash  # noqa: E402
 from lt_bench.data.long_tail import long_tail_counts  # noqa: E402
 from lt_bench.data.synthetic import write_split_tree  # noqa: E402
 from lt_bench.models import build_model  # noqa: E402
@@ -59,7 +59,7 @@ def main() -> None:
     # n_max chosen so that the long tail (imbalance 10) sums to about --images
     shape = long_tail_counts(10_000, args.classes, 10)
     counts = [max(1, round(c * args.images / sum(shape))) for c in shape]
-    register_resolvers()
+    setup_hydra()
     with tempfile.TemporaryDirectory(prefix="lt_bench_stage2_") as tmp:
         tmp = Path(tmp)
         splits, images = write_split_tree(tmp / "tree", train_counts=counts, eval_per_class=2,

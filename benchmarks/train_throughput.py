@@ -25,12 +25,14 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from lt_bench.activations import build_activation  # noqa: E402
-from lt_bench.compose import register_resolvers  # noqa: E402
+from lt_bench.compose import setup_hydra  # noqa: E402
 from lt_bench.data import build_data  # noqa: E402
 from lt_bench.data.synthetic import write_cifar  # noqa: E402
 from lt_bench.distributed import DistContext, resolve_device  # noqa: E402
 from lt_bench.models import build_model  # noqa: E402
-from lt_bench.stages.loop import AMP_DTYPES, StageJob, TrainOptions, fit  # noqa: E402
+from lt_bench.stages.loop import StageJob, TrainOptions, fit  # noqa: E402
+from lt_bench.stages.precision import amp_dtype  # noqa: E402
+from lt_bench.registries import AMP_MODES  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,7 +42,7 @@ def plain_epoch(model, dataset, args, device) -> float:
     loader = DataLoader(dataset, batch_size=args.batch, shuffle=True, num_workers=args.workers,
                         pin_memory=device.type == "cuda", drop_last=False)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
-    amp = AMP_DTYPES[args.amp]
+    amp = amp_dtype(args.amp)
     model.train()
     start, seen = time.perf_counter(), 0
     for images, labels in loader:
@@ -89,12 +91,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--amp", default="none", choices=list(AMP_DTYPES))
+    parser.add_argument("--amp", default="none", choices=AMP_MODES.names())
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--profile", action="store_true", help="also print a profiler table of our loop")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    register_resolvers()
+    setup_hydra()
     with tempfile.TemporaryDirectory(prefix="lt_bench_train_") as tmp:
         tmp = Path(tmp)
         write_cifar(tmp / "cifar", "cifar10", train_per_class=5000, test_per_class=1)

@@ -2,7 +2,9 @@
 
 An activation turns logits into class scores (``log_probs``, ``probs``) and logits plus
 labels into a loss.  Classification stage 2, the detection losses and the plots all take
-activations by name from ``ACTIVATIONS``; nothing else in the suite knows the formulas.
+activations by name from the ``ACTIVATIONS`` registry (``build_activation``, or
+``configured_activation`` with the run's ``activations.<name>`` options); nothing else in the
+suite knows the formulas.
 
 Losses are computed in float32 with autocast disabled: binary cross-entropy on
 probabilities is unsafe in half precision, so every loss here works from closed-form
@@ -11,33 +13,34 @@ log-probabilities instead.
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lt_bench.errors import ConfigError
-
-ACTIVATIONS: dict[str, type["Activation"]] = {}
-
-
-def register_activation(name: str) -> Callable[[type], type]:
-    def add(cls: type) -> type:
-        if name in ACTIVATIONS:
-            raise ValueError(f"activation {name!r} is registered twice")
-        cls.name = name
-        ACTIVATIONS[name] = cls
-        return cls
-
-    return add
+from lt_bench.registries import ACTIVATIONS, CLASSIFIER_INITS
 
 
-def build_activation(name: str, **kwargs) -> "Activation":
+def build_activation(name: str, **options) -> "Activation":
     """The activation registered as ``name``; an unknown name lists the valid ones."""
-    if name not in ACTIVATIONS:
-        raise ConfigError(f"unknown activation {name!r}; valid: {', '.join(sorted(ACTIVATIONS))}")
-    return ACTIVATIONS[name](**kwargs)
+    cls = ACTIVATIONS.get(name).cls
+    try:
+        return cls(**options)
+    except TypeError as err:
+        raise ConfigError(f"activations.{name}: {err}") from err
+
+
+def activation_options(cfg, name: str) -> dict:
+    """The run's options of activation ``name`` (``activations.<name>`` of the config), plain."""
+    from omegaconf import DictConfig, OmegaConf
+    options = (cfg.get("activations") or {}).get(name) or {}
+    return OmegaConf.to_container(options, resolve=True) if isinstance(options, DictConfig) else dict(options)
+
+
+def configured_activation(cfg, name: str) -> "Activation":
+    """Activation ``name`` with the run's options: the one source of truth both tracks use."""
+    return build_activation(name, **activation_options(cfg, name))
 
 
 def _float32(logits: Tensor) -> Tensor:
@@ -99,7 +102,7 @@ class BinaryActivation(Activation):
         return self.elementwise_loss(logits, targets).sum(dim=-1)
 
 
-@register_activation("softmax")
+@ACTIVATIONS.register("softmax")
 class Softmax(Activation):
     def log_probs(self, logits: Tensor) -> Tensor:
         return torch.log_softmax(_float32(logits), dim=-1)
@@ -111,7 +114,7 @@ class Softmax(Activation):
         return 0.0  # equal logits give 1/C whatever their value
 
 
-@register_activation("sigmoid")
+@ACTIVATIONS.register("sigmoid")
 class Sigmoid(BinaryActivation):
     def log_probs(self, logits: Tensor) -> Tensor:
         return F.logsigmoid(_float32(logits))
@@ -166,7 +169,7 @@ def _weighted(weight: Tensor, value: Tensor) -> Tensor:
     return torch.where(weight != 0, weight * value, torch.zeros_like(value))
 
 
-@register_activation("gumbel")
+@ACTIVATIONS.register("gumbel")
 class Gumbel(BinaryActivation):
     """Gumbel activation of GOL (ECCV 2022): p = exp(-exp(-z / T)).
 
@@ -207,28 +210,45 @@ class Gumbel(BinaryActivation):
         return f"Gumbel(clamp={self.clamp}, temperature={self.temperature})"
 
 
-CLASSIFIER_INITS = ("keep", "prior", "detection")
+class ClassifierInit:
+    """How a linear classifier starts for an activation (``init_classifier``)."""
+
+    def __call__(self, linear: nn.Linear, activation: Activation) -> None:
+        raise NotImplementedError
+
+
+@CLASSIFIER_INITS.register("keep")
+class KeepInit(ClassifierInit):
+    """Leave the layer as it is (e.g. the stage-1 classifier)."""
+
+    def __call__(self, linear: nn.Linear, activation: Activation) -> None:
+        pass
+
+
+@CLASSIFIER_INITS.register("prior")
+class PriorInit(ClassifierInit):
+    """Weights N(0, 0.01^2), bias so that every initial score is 1/C (Gumbel: -T log(log C);
+    sigmoid: -log(C - 1); softmax: 0)."""
+
+    @torch.no_grad()
+    def __call__(self, linear: nn.Linear, activation: Activation) -> None:
+        linear.weight.normal_(0.0, 0.01)
+        if linear.bias is not None:
+            linear.bias.fill_(activation.prior_bias(linear.out_features))
+
+
+@CLASSIFIER_INITS.register("paper")
+class PaperInit(ClassifierInit):
+    """The paper's detection-head init: weights constant 0.001, bias -2 for Gumbel, -6.5 for
+    sigmoid and softmax."""
+
+    @torch.no_grad()
+    def __call__(self, linear: nn.Linear, activation: Activation) -> None:
+        linear.weight.fill_(0.001)
+        if linear.bias is not None:
+            linear.bias.fill_(activation.detection_bias)
 
 
 def init_classifier(linear: nn.Linear, activation: Activation, scheme: str) -> None:
-    """Initialise a linear classifier for ``activation``.
-
-    - ``keep``: leave the layer as it is (e.g. the stage-1 classifier).
-    - ``prior``: weights N(0, 0.01^2), bias so that every initial score is 1/C
-      (Gumbel: -log(log C); sigmoid: -log(C - 1); softmax: 0).
-    - ``detection``: the paper's detection-head init, weights constant 0.001 and bias
-      -2 for Gumbel, -6.5 for sigmoid and softmax.
-    """
-    if scheme not in CLASSIFIER_INITS:
-        raise ConfigError(f"unknown classifier init {scheme!r}; valid: {', '.join(CLASSIFIER_INITS)}")
-    with torch.no_grad():
-        if scheme == "prior":
-            linear.weight.normal_(0.0, 0.01)
-            bias = activation.prior_bias(linear.out_features)
-        elif scheme == "detection":
-            linear.weight.fill_(0.001)
-            bias = activation.detection_bias
-        else:
-            return
-        if linear.bias is not None:
-            linear.bias.fill_(bias)
+    """Initialise a linear classifier for ``activation`` with a registered scheme."""
+    CLASSIFIER_INITS.build(scheme)(linear, activation)

@@ -36,3 +36,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for a damaged file
         raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+
+
+def load_for_resume(path: str | os.PathLike, config_hash: str | None,
+                    map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint to continue from: refused unless the same configuration wrote it."""
+    ckpt = load_checkpoint(path, map_location)
+    if ckpt.get("config_hash") != config_hash:
+        raise CheckpointError(
+            f"{path} was written by a run with config hash {ckpt.get('config_hash')}, this run's is "
+            f"{config_hash}: resume needs the same configuration (see config.yaml beside it)")
+    return ckpt

@@ -5,19 +5,18 @@ import argparse
 import logging
 import os
 import sys
-from pathlib import Path
 
 from omegaconf import DictConfig
 
 from lt_bench.errors import LtBenchError
+from lt_bench.run_folder import CONFIG_DIR, REPO
 
 log = logging.getLogger("lt_bench")
-REPO = Path(__file__).resolve().parent.parent
 
 
 def dispatch(cfg: DictConfig) -> int:
     """Run the configured mode; returns the process exit status."""
-    from lt_bench.config import validate
+    from lt_bench.validate import validate
     validate(cfg)
     if cfg.mode == "check_data":
         from lt_bench.data.checks import run_check_data
@@ -49,12 +48,12 @@ def run_from_config(cfg: DictConfig) -> None:
 
 def _compose(overrides: list[str]) -> DictConfig:
     from hydra import compose, initialize_config_dir
-    from lt_bench.compose import register_resolvers
-    if not (REPO / "configs").is_dir():
-        sys.exit(f"lt-bench needs the repository's configs/ (not found at {REPO / 'configs'}); "
+    from lt_bench.compose import setup_hydra
+    if not CONFIG_DIR.is_dir():
+        sys.exit(f"lt-bench needs the repository's configs/ (not found at {CONFIG_DIR}); "
                  "install with pip install -e .")
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+    setup_hydra()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose("config", overrides=overrides)
 
 

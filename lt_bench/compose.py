@@ -1,8 +1,10 @@
 """Hydra composition helpers that run before any heavy import.
 
-run.py calls these before Hydra composes the config, so this module imports nothing but
-OmegaConf: a misspelt task or key is then reported by Hydra in about a second, instead of
-after torch, torchvision and timm have loaded (about 8 s on a 2-core CPU).
+run.py, the ``lt-bench`` commands and the tests call ``setup_hydra`` before Hydra composes
+the config: it registers the resolvers and the typed recipes (Hydra's ConfigStore), and
+imports nothing but OmegaConf, Hydra and lt_bench's import-light modules.  A misspelt task,
+key or value is then reported in about a second, instead of after torch, torchvision and timm
+have loaded (about 8 s on a 2-core CPU).
 """
 from __future__ import annotations
 
@@ -15,6 +17,24 @@ def register_resolvers() -> None:
     """``${lt_bench.if_null:a,b}``: a unless it is null, else b (Hydra's run.dir uses it)."""
     if not OmegaConf.has_resolver("lt_bench.if_null"):
         OmegaConf.register_new_resolver("lt_bench.if_null", lambda value, default: default if value is None else value)
+
+
+def register_schemas() -> None:
+    """The typed recipes as ``schema/stage1`` and ``schema/stage2/<method>`` in Hydra's
+    ConfigStore; the config files extend them (``defaults: [/schema/stage2/crt@_here_]``)."""
+    from hydra.core.config_store import ConfigStore
+
+    from lt_bench.registries import STAGE2_METHODS
+    from lt_bench.stages.recipes import Stage1Recipe
+    store = ConfigStore.instance()
+    store.store(group="schema", name="stage1", node=Stage1Recipe)
+    for name in STAGE2_METHODS.names():
+        store.store(group="schema/stage2", name=name, node=STAGE2_METHODS.get(name).cls.Settings(method=name))
+
+
+def setup_hydra() -> None:
+    register_resolvers()
+    register_schemas()
 
 
 def hydra_overrides_for_rank(argv: list[str]) -> list[str]:
@@ -31,3 +51,57 @@ def hydra_overrides_for_rank(argv: list[str]) -> list[str]:
     extra = {"hydra.run.dir": "hydra.run.dir=.", "hydra.output_subdir": "hydra.output_subdir=null",
              "hydra/job_logging": "hydra/job_logging=stdout"}
     return [override for key, override in extra.items() if key not in given]
+
+
+def check_additions(overrides: list[str]) -> None:
+    """Refuse ``+key=value`` overrides that add a key the config does not have: a typo such as
+    ``+stage1.epoch=2`` would otherwise run with the key ignored (and, as a different config,
+    land as a separate leaderboard row).  Adding a config group (``+experiment=NAME``) is fine.
+    Call it while Hydra is initialised (in the task function, or after ``compose``)."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from lt_bench.errors import ConfigError
+    loader = GlobalHydra.instance().config_loader()
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        key = override.key_or_group
+        if not override.is_add() or key.startswith("hydra") or loader.get_group_options(key.replace(".", "/")):
+            continue
+        parent = key.rsplit(".", 1)[0] if "." in key else None
+        raise ConfigError(f"unknown key {key}: '+' adds keys this config does not have"
+                          + (f" (see the keys of {parent} with: python run.py --cfg job)" if parent else ""))
+
+
+def check_composed(cfg, overrides: list[str]) -> None:
+    """The checks of a freshly composed config that need no heavy import."""
+    from lt_bench.validate import check_config
+    check_additions(overrides)
+    check_config(cfg)
+
+
+def check_sweep(argv: list[str]) -> None:
+    """Before a multirun launches any job, compose and check every job's config (Hydra's basic
+    sweeper composes each job only when it starts, so a typo in the last one would surface
+    after the first ones have trained).  Other sweepers and config paths are left to Hydra."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args, _ = get_args_parser().parse_known_args(argv)
+    if not args.multirun or args.config_path or args.config_dir or args.config_name:
+        return
+    overrides = [o for o in args.overrides if not o.startswith("hydra/sweeper=")]
+    if len(overrides) != len(args.overrides):
+        return
+    from hydra import compose, initialize_config_dir
+
+    from lt_bench.errors import ConfigError
+    from lt_bench.run_folder import CONFIG_DIR
+    jobs = [job for batch in BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(overrides), None)
+            for job in batch]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        for number, job in enumerate(jobs):
+            try:
+                check_composed(compose("config", overrides=job), job)
+            except ConfigError as err:
+                raise ConfigError(f"multirun job #{number} ({' '.join(job)}): {err}; no job was started") from None

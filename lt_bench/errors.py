@@ -19,3 +19,15 @@ class NonFiniteLossError(LtBenchError, FloatingPointError):
 
 class CheckpointError(LtBenchError):
     """A checkpoint is missing, unreadable or does not fit the current run."""
+
+
+def check_one_of(what: str, value, valid) -> None:
+    """ConfigError naming ``what``, the value and the valid ones, unless ``value`` is valid."""
+    valid = list(valid)
+    if value not in valid:
+        raise ConfigError(f"unknown {what} {value!r}; valid: {', '.join(map(str, valid))}")
+
+
+def check_positive_int(what: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{what} must be a positive integer, got {value!r}")

@@ -17,8 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from lt_bench.activations import Activation
 from lt_bench.distributed import DistContext
 from lt_bench.progress import progress_bar
-
-SHOT_GROUPS = ("many", "medium", "few")
+from lt_bench.shots import DEFAULT_THRESHOLDS, SHOT_GROUPS, shot_groups
 
 
 @torch.no_grad()
@@ -67,16 +66,6 @@ def run_inference(fn: Callable[[Tensor], Tensor], dataset: Dataset, ctx: DistCon
     return gather_in_order(ctx, *predict_shard(fn, dataset, ctx, **options))
 
 
-def shot_groups(train_counts: list[int], many_above: int = 100, few_below: int = 20) -> dict[str, list[int]]:
-    """Classes by training images: many (> many_above), medium, few (< few_below)."""
-    counts = np.asarray(train_counts)
-    return {
-        "many": np.flatnonzero(counts > many_above).tolist(),
-        "medium": np.flatnonzero((counts >= few_below) & (counts <= many_above)).tolist(),
-        "few": np.flatnonzero(counts < few_below).tolist(),
-    }
-
-
 def per_class_accuracy(predicted: Tensor, labels: Tensor, num_classes: int) -> np.ndarray:
     """Accuracy per class in [0, 1]; NaN for a class without evaluation images."""
     labels_np, hit = labels.numpy(), (predicted == labels).numpy()
@@ -106,7 +95,8 @@ def expected_calibration_error(confidence: Tensor, correct: Tensor, bins: int = 
 
 
 def compute_metrics(logits: Tensor, labels: Tensor, activation: Activation, train_counts: list[int],
-                    many_above: int = 100, few_below: int = 20, ece_bins: int = 15) -> dict:
+                    many_above: int = DEFAULT_THRESHOLDS[0], few_below: int = DEFAULT_THRESHOLDS[1],
+                    ece_bins: int = 15) -> dict:
     """Top-1/top-5, many/medium/few, ECE and per-class accuracy; percentages 0-100."""
     num_classes = logits.shape[1]
     scores = activation.log_probs(logits)      # monotone per class: same ranking as the scores
@@ -121,6 +111,7 @@ def compute_metrics(logits: Tensor, labels: Tensor, activation: Activation, trai
         "ece_scores": f"max {activation.name} score normalised to sum to 1 over classes, {ece_bins} bins",
         "num_eval": int(labels.numel()),
         "shot_classes": {g: len(groups[g]) for g in SHOT_GROUPS},
+        "shot_thresholds": [int(many_above), int(few_below)],
         "per_class_top1": [None if np.isnan(a) else round(100.0 * float(a), 4) for a in per_class],
     }
     for g in SHOT_GROUPS:

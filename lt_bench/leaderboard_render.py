@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from lt_bench.errors import ConfigError
-from lt_bench.leaderboard import SETTING, Cell, Row, Table
+from lt_bench.leaderboard_table import SETTING, Cell, Row, Table
 
 FIELDS = ("row", "kind", "task", "imbalance", "version", "model", "metric", "mean", "std", "n", "paper",
           "delta", "reference", "setup_hash")
@@ -120,18 +120,30 @@ def render_html(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_json(tables: list[Table]) -> str:
+    return json.dumps(cell_dicts(tables), indent=1) + "\n"
+
+
+def render_csv(tables: list[Table]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else v for k, v in d.items()} for d in cell_dicts(tables))
+    return buffer.getvalue()
+
+
+def _per_table(render_one):
+    return lambda tables: "\n".join(render_one(table) for table in tables)
+
+
+# format -> the whole text of a list of tables
+RENDERERS = {"md": _per_table(render_md), "csv": render_csv, "latex": _per_table(render_latex),
+             "html": _per_table(render_html), "json": render_json}
+FORMATS = tuple(RENDERERS)
+
+
 def render(tables: Table | list[Table], fmt: str) -> str:
     """All tables in one text: classification first, blank line between tables."""
-    tables = [tables] if isinstance(tables, Table) else list(tables)
-    if fmt == "json":
-        return json.dumps(cell_dicts(tables), indent=1) + "\n"
-    if fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=FIELDS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows({k: "" if v is None else v for k, v in d.items()} for d in cell_dicts(tables))
-        return buffer.getvalue()
-    renderers = {"md": render_md, "latex": render_latex, "html": render_html}
-    if fmt not in renderers:
-        raise ConfigError(f"unknown leaderboard format {fmt!r}; valid: json, csv, {', '.join(renderers)}")
-    return "\n".join(renderers[fmt](table) for table in tables)
+    if fmt not in RENDERERS:
+        raise ConfigError(f"unknown leaderboard format {fmt!r}; valid: {', '.join(FORMATS)}")
+    return RENDERERS[fmt]([tables] if isinstance(tables, Table) else list(tables))

@@ -1,48 +1,37 @@
-"""The decoupled pipeline: data -> stage 1 -> evaluation -> stage 2 -> evaluation -> records."""
+"""The decoupled pipeline, in the order data flows:
+config -> data -> model -> stage 1 -> evaluation -> stage 2 -> evaluation -> records -> plots."""
 from __future__ import annotations
 
 import logging
 import time
 from datetime import datetime, timezone
-from pathlib import Path
+from typing import Callable
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lt_bench import distributed
-from lt_bench.activations import Activation
+from lt_bench.activations import Activation, configured_activation
 from lt_bench.checkpoint import load_checkpoint
-from lt_bench.config import build_configured_activation, check_batch_sizes, config_hash, validate
 from lt_bench.data import DataBundle, build_data
 from lt_bench.distributed import DistContext
 from lt_bench.errors import CheckpointError, ConfigError
 from lt_bench.evaluation import compute_metrics, run_inference
 from lt_bench.fileio import atomic_write
 from lt_bench.models import LTClassifier, build_model, parameter_checksum
-from lt_bench.records import RESULTS_FILE, SCHEMA_VERSION, git_revision, upsert_record
+from lt_bench.records import SCHEMA_VERSION, git_revision, upsert_record
+from lt_bench.run_folder import RunFolder, config_hash, resolve_out_dir
 from lt_bench.seeding import seed_everything
-from lt_bench.stages import TrainOptions, train_stage1, train_stage2
-from lt_bench.stages.loop import AMP_DTYPES
+from lt_bench.shots import SHOT_GROUPS, thresholds_of
+from lt_bench.stages.loop import TrainOptions
+from lt_bench.stages.losses import build_stage1_loss
+from lt_bench.stages.precision import amp_dtype
+from lt_bench.stages.stage1 import train_stage1
+from lt_bench.stages.stage2 import train_stage2
+from lt_bench.validate import check_batch_sizes, validate
 
 log = logging.getLogger(__name__)
-
-
-def resolve_out_dir(cfg: DictConfig) -> Path:
-    """``out_dir`` if set, else the folder Hydra made for this run (or multirun job)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-        hydra_cfg = HydraConfig.get()
-    except ValueError:  # composed without Hydra's runtime (tests, notebooks)
-        hydra_cfg = None
-    if hydra_cfg is not None and hydra_cfg.mode == RunMode.MULTIRUN and cfg.out_dir:
-        raise ConfigError("out_dir would be shared by every job of this multirun; leave it unset "
-                          "(each job writes to its own folder under hydra.sweep.dir)")
-    if cfg.out_dir:
-        return Path(cfg.out_dir)
-    if hydra_cfg is None:
-        raise ConfigError("out_dir is required when the config is not run through run.py")
-    return Path(hydra_cfg.runtime.output_dir)
+METRIC_KEYS = ("top1", "top5", *SHOT_GROUPS, "ece")
 
 
 def _train_options(cfg: DictConfig) -> TrainOptions:
@@ -57,12 +46,11 @@ def evaluate(model: LTClassifier, bundle: DataBundle, activation: Activation, cf
              ctx: DistContext) -> dict:
     was_training = model.training
     model.eval()
-    channels_last = bool(cfg.train.channels_last)
     logits, labels = run_inference(model, bundle.test, ctx, batch_size=int(cfg.data.eval_batch_size),
-                                   num_workers=int(cfg.data.num_workers), amp_dtype=AMP_DTYPES[cfg.train.amp],
-                                   channels_last=channels_last, progress=bool(cfg.progress))
+                                   num_workers=int(cfg.data.num_workers), amp_dtype=amp_dtype(cfg.train.amp),
+                                   channels_last=bool(cfg.train.channels_last), progress=bool(cfg.progress))
     model.train(was_training)
-    many_above, few_below = cfg.eval.shot_thresholds
+    many_above, few_below = thresholds_of(cfg)
     return compute_metrics(logits, labels, activation, bundle.train_counts, many_above=many_above,
                            few_below=few_below, ece_bins=int(cfg.eval.ece_bins))
 
@@ -90,8 +78,7 @@ def _record(cfg: DictConfig, bundle: DataBundle, stage: int, activation: Activat
                       else cfg.imbalance),
         "model": cfg.model.name, "stage": stage, "method": activation.name,
         "activation": repr(activation), "eval_split": bundle.eval_split,
-        **{k: metrics[k] for k in ("top1", "top5", "many", "medium", "few", "ece", "ece_scores",
-                                    "num_eval", "shot_classes")},
+        **{k: metrics[k] for k in (*METRIC_KEYS, "ece_scores", "num_eval", "shot_classes", "shot_thresholds")},
         "num_train": len(bundle.train), "train_counts": bundle.train_counts,
         "per_class_top1": metrics["per_class_top1"],
         # setup_hash groups the seeds of one configuration; a stage-1 model does not depend on
@@ -111,12 +98,12 @@ def _record(cfg: DictConfig, bundle: DataBundle, stage: int, activation: Activat
     return record
 
 
-def _log_final_metrics(log_dir: Path, record: dict) -> None:
+def _log_final_metrics(log_dir, record: dict) -> None:
     """The record's metrics in TensorBoard: final/* scalars, and per-class top-1 along the
     classes sorted by training frequency (step = frequency rank) to show head and tail."""
     from torch.utils.tensorboard import SummaryWriter
     with SummaryWriter(str(log_dir)) as writer:
-        for key in ("top1", "top5", "many", "medium", "few", "ece"):
+        for key in METRIC_KEYS:
             if record[key] is not None:
                 writer.add_scalar(f"final/{key}", record[key], record["epochs"])
         order = sorted(range(len(record["train_counts"])), key=lambda c: -record["train_counts"][c])
@@ -125,28 +112,28 @@ def _log_final_metrics(log_dir: Path, record: dict) -> None:
                 writer.add_scalar("final/per_class_top1_by_frequency_rank", record["per_class_top1"][c], rank)
 
 
-def _write_plots(out_dir: Path) -> None:
+def _write_plots(folder: RunFolder) -> None:
     """Analysis plots beside the records; a plotting failure is reported, the run stands."""
     from lt_bench.plots import write_run_plots
     try:
-        for path in write_run_plots(out_dir):
+        for path in write_run_plots(folder.root):
             log.info("plot: %s", path)
     except Exception as err:   # noqa: BLE001 - the records are written; say what failed
         log.warning("plots not written (%s: %s)", type(err).__name__, err)
 
 
-def _save_config(cfg: DictConfig, out_dir: Path) -> None:
+def _save_config(cfg: DictConfig, folder: RunFolder) -> None:
     text = OmegaConf.to_yaml(cfg, resolve=True).encode()
-    atomic_write(out_dir / "config.yaml", lambda f: f.write(text))
+    atomic_write(folder.config, lambda f: f.write(text))
 
 
 def format_summary(records: list[dict]) -> str:
-    head = f"{'stage':<6}{'method':<10}{'top1':>8}{'top5':>8}{'many':>8}{'medium':>8}{'few':>8}{'ece':>8}"
+    width = max([10, *(len(str(r["method"])) + 2 for r in records)])
+    head = f"{'stage':<6}{'method':<{width}}" + "".join(f"{k:>8}" for k in METRIC_KEYS)
     rows = [head, "-" * len(head)]
     fmt = lambda v: f"{v:8.2f}" if v is not None else f"{'-':>8}"  # noqa: E731
     for r in records:
-        rows.append(f"{r['stage']:<6}{r['method']:<10}" + "".join(fmt(r[k]) for k in
-                    ("top1", "top5", "many", "medium", "few", "ece")))
+        rows.append(f"{r['stage']:<6}{r['method']:<{width}}" + "".join(fmt(r[k]) for k in METRIC_KEYS))
     return "\n".join(rows)
 
 
@@ -156,86 +143,98 @@ def run_training(cfg: DictConfig) -> list[dict]:
     stage1_ckpt = _check_stage1_checkpoint(cfg) if str(cfg.stage) == "2" else None
     ctx = distributed.setup(cfg.device, float(cfg.distributed.timeout_minutes))
     try:
-        return _run(cfg, ctx, stage1_ckpt)
+        return Pipeline(cfg, ctx).run(stage1_ckpt)
     finally:
         distributed.teardown(ctx)
 
 
-def _run(cfg: DictConfig, ctx: DistContext, stage1_ckpt: dict | None) -> list[dict]:
-    start = time.perf_counter()
-    out_dir = Path(ctx.broadcast_object(str(resolve_out_dir(cfg))))
-    if ctx.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        _save_config(cfg, out_dir)
-    opts = _train_options(cfg)
-    meta = {"config_hash": config_hash(cfg), "num_classes": int(cfg.task.num_classes),
-            "model_name": cfg.model.name, "task": cfg.task.name}
+class Pipeline:
+    """One classification run on this rank, from its config to its records."""
 
-    check_batch_sizes(cfg, ctx.world_size)
-    bundle = build_data(cfg, ctx)
-    if bundle.num_classes != cfg.task.num_classes:
-        raise ConfigError(f"task {cfg.task.name}: data has {bundle.num_classes} classes, config says "
-                          f"{cfg.task.num_classes}")
-    log.info("%s (imbalance %s): %d training images, %d %s images, %d classes -> %s", cfg.task.name,
-             cfg.imbalance, len(bundle.train), len(bundle.test), bundle.eval_split, bundle.num_classes, out_dir)
+    def __init__(self, cfg: DictConfig, ctx: DistContext):
+        self.cfg, self.ctx = cfg, ctx
+        self.folder = RunFolder(ctx.broadcast_object(str(resolve_out_dir(cfg))))
+        self.opts = _train_options(cfg)
+        self.meta = {"config_hash": config_hash(cfg), "num_classes": int(cfg.task.num_classes),
+                     "model_name": cfg.model.name, "task": cfg.task.name}
+        self.records: list[dict] = []
 
-    seed_everything(int(cfg.seed))
-    # Pretrained weights only matter when stage 1 trains; stage=2 loads a stage-1 checkpoint.
-    pretrained = cfg.model.pretrained if str(cfg.stage) != "2" else None
-    model = build_model(cfg.model.name, bundle.num_classes, in_chans=int(cfg.task.in_chans),
-                        pretrained=pretrained).to(ctx.device)
-    if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    results_path = out_dir / RESULTS_FILE
-    records = []
+    def run(self, stage1_ckpt: dict | None) -> list[dict]:
+        cfg, ctx, started = self.cfg, self.ctx, time.perf_counter()
+        if ctx.is_main:
+            self.folder.root.mkdir(parents=True, exist_ok=True)
+            _save_config(cfg, self.folder)
+        check_batch_sizes(cfg, ctx.world_size)
+        self.bundle = self._data()
+        self.model = self._model(train_stage1=stage1_ckpt is None)
+        if stage1_ckpt is None:
+            self._stage(1, self._train_stage1)
+        else:
+            self.model.load_state_dict(stage1_ckpt["model"])
+            log.info("stage 1 weights from %s", cfg.stage1.checkpoint)
+        if str(cfg.stage) in ("all", "2"):
+            self._stage(2, self._train_stage2)
+        if ctx.is_main and cfg.plots:
+            _write_plots(self.folder)
+        if ctx.is_main:
+            imbalance = self.records[0]["imbalance"] if self.records else cfg.imbalance
+            print(f"\n{cfg.task.name}, imbalance {imbalance}, {cfg.model.name}, seed {cfg.seed} "
+                  f"({time.perf_counter() - started:.0f} s) -> {self.folder.results}\n"
+                  f"{format_summary(self.records)}\n", flush=True)
+        return self.records
 
-    def run_stage(stage: int, train) -> None:
-        """``train()`` returns (progress, activation to evaluate with, method name, details)."""
+    def _data(self) -> DataBundle:
+        cfg = self.cfg
+        bundle = build_data(cfg, self.ctx)
+        if bundle.num_classes != cfg.task.num_classes:
+            raise ConfigError(f"task {cfg.task.name}: data has {bundle.num_classes} classes, config says "
+                              f"{cfg.task.num_classes}")
+        log.info("%s (imbalance %s): %d training images, %d %s images, %d classes -> %s", cfg.task.name,
+                 cfg.imbalance, len(bundle.train), len(bundle.test), bundle.eval_split, bundle.num_classes,
+                 self.folder.root)
+        return bundle
+
+    def _model(self, train_stage1: bool) -> LTClassifier:
+        cfg = self.cfg
+        seed_everything(int(cfg.seed))
+        # Pretrained weights only matter when stage 1 trains; stage=2 loads a stage-1 checkpoint.
+        model = build_model(cfg.model.name, self.bundle.num_classes, in_chans=int(cfg.task.in_chans),
+                            pretrained=cfg.model.pretrained if train_stage1 else None).to(self.ctx.device)
+        return model.to(memory_format=torch.channels_last) if cfg.train.channels_last else model
+
+    def _evaluator(self, activation: Activation) -> Callable[[], dict]:
+        return lambda: evaluate(self.model, self.bundle, activation, self.cfg, self.ctx)
+
+    def _train_stage1(self):
+        activation = configured_activation(self.cfg, self.cfg.stage1.activation)
+        loss = build_stage1_loss(self.cfg.stage1.loss, activation, self.bundle.train_counts)
+        progress = train_stage1(self.model, self.bundle, loss, self.cfg.stage1, self.ctx, self.opts, self.folder,
+                                self.meta, evaluate=self._evaluator(activation))
+        return progress, activation, activation.name, {}
+
+    def _train_stage2(self):
+        outcome = train_stage2(self.model, self.bundle, self.cfg.stage2, self.ctx, self.opts, self.folder, self.meta,
+                               activation_of=lambda name: configured_activation(self.cfg, name),
+                               evaluate_with=self._evaluator, eval_batch_size=int(self.cfg.data.eval_batch_size))
+        return outcome.progress, outcome.activation, outcome.method, outcome.details
+
+    def _stage(self, stage: int, train) -> None:
+        """Train (``train()`` returns progress, the activation to evaluate with, the record's
+        method and details), evaluate, write the stage's record (it survives a failing stage 2)."""
+        cfg, ctx = self.cfg, self.ctx
         started = time.perf_counter()
         progress, activation, method, details = train()
         timing = {"stage_seconds": time.perf_counter() - started}   # training, feature cache included
         started = time.perf_counter()
-        metrics = evaluate(model, bundle, activation, cfg, ctx)
+        metrics = evaluate(self.model, self.bundle, activation, cfg, ctx)
         timing["eval_seconds"] = time.perf_counter() - started
-        checksums = ctx.all_gather_object(parameter_checksum(model)) if ctx.is_distributed else None
-        record = _record(cfg, bundle, stage, activation, metrics, progress, ctx, checksums)
+        checksums = ctx.all_gather_object(parameter_checksum(self.model)) if ctx.is_distributed else None
+        record = _record(cfg, self.bundle, stage, activation, metrics, progress, ctx, checksums)
         record.update(method=method, **details, **{k: round(v, 3) for k, v in timing.items()})
         if ctx.is_main:
-            upsert_record(results_path, record)   # stage 1's record survives a failing stage 2
-            _log_final_metrics(out_dir / "tensorboard" / f"stage{stage}", record)
-        records.append(record)
+            upsert_record(self.folder.results, record)
+            _log_final_metrics(self.folder.tensorboard(stage), record)
+        self.records.append(record)
         log.info("stage %d (%s): top1 %.2f%%  many %s  medium %s  few %s  ece %.2f", stage, method,
-                 record["top1"], *(f"{record[g]:.2f}" if record[g] is not None else "-"
-                                   for g in ("many", "medium", "few")), record["ece"])
-
-    def evaluate_with(activation: Activation):
-        return lambda: evaluate(model, bundle, activation, cfg, ctx)
-
-    if str(cfg.stage) in ("all", "1"):
-        act1 = build_configured_activation(cfg, cfg.stage1.activation)
-
-        def stage1():
-            progress = train_stage1(model, bundle, act1, cfg.stage1, ctx, opts, out_dir, meta,
-                                    evaluate=evaluate_with(act1))
-            return progress, act1, act1.name, {}
-        run_stage(1, stage1)
-    else:
-        model.load_state_dict(stage1_ckpt["model"])
-        log.info("stage 1 weights from %s", cfg.stage1.checkpoint)
-
-    if str(cfg.stage) in ("all", "2"):
-        act2 = build_configured_activation(cfg, cfg.stage2.activation)
-
-        def stage2():
-            outcome = train_stage2(model, bundle, act2, cfg.stage2, ctx, opts, out_dir, meta,
-                                   evaluate_with=evaluate_with, eval_batch_size=int(cfg.data.eval_batch_size))
-            return outcome.progress, outcome.activation, outcome.method, outcome.details
-        run_stage(2, stage2)
-
-    if ctx.is_main and cfg.plots:
-        _write_plots(out_dir)
-    if ctx.is_main:
-        imbalance = records[0]["imbalance"] if records else cfg.imbalance
-        print(f"\n{cfg.task.name}, imbalance {imbalance}, {cfg.model.name}, seed {cfg.seed} "
-              f"({time.perf_counter() - start:.0f} s) -> {results_path}\n{format_summary(records)}\n", flush=True)
-    return records
+                 record["top1"], *(f"{record[g]:.2f}" if record[g] is not None else "-" for g in SHOT_GROUPS),
+                 record["ece"])

@@ -24,9 +24,10 @@ from torch import Tensor
 from lt_bench.activations import build_activation
 from lt_bench.checkpoint import load_checkpoint
 from lt_bench.errors import CheckpointError, DataError
-from lt_bench.evaluation import shot_groups
+from lt_bench.run_folder import RunFolder
+from lt_bench.shots import DEFAULT_THRESHOLDS, SHOT_GROUPS, describe, shot_groups
 from lt_bench.fileio import atomic_write
-from lt_bench.records import RESULTS_FILE, read_records
+from lt_bench.records import read_records
 
 log = logging.getLogger(__name__)
 CLASSIFIER_KEY = "classifier.weight"
@@ -89,9 +90,10 @@ def _run_title(records: Sequence[dict]) -> str:
     return ", ".join(parts)
 
 
-def _frequency_axes(sorted_counts: np.ndarray, ylabel: str, title: str):
+def _frequency_axes(sorted_counts: np.ndarray, ylabel: str, title: str,
+                    thresholds: Sequence[int] = DEFAULT_THRESHOLDS):
     """Figure and axes over classes in frequency order, training counts as grey bars on a log
-    twin axis, and the many/medium/few boundaries (>100, 20-100, <20 images)."""
+    twin axis, and the many/medium/few boundaries (the run's ``eval.shot_thresholds``)."""
     fig = Figure(figsize=(11, 5), layout="constrained")
     fig.suptitle(title)
     ax = fig.add_subplot()
@@ -102,9 +104,10 @@ def _frequency_axes(sorted_counts: np.ndarray, ylabel: str, title: str):
     twin.set_ylabel("training images (log)")
     ax.set_zorder(twin.get_zorder() + 1)
     ax.patch.set_visible(False)
-    groups = shot_groups(list(sorted_counts))
+    groups = shot_groups(list(sorted_counts), *thresholds)
     edges = [0, len(groups["many"]), len(sorted_counts) - len(groups["few"]), len(sorted_counts)]
-    for (lo, hi), name in zip(zip(edges, edges[1:]), ("many", "medium", "few")):
+    ax.set_title(describe(*thresholds), fontsize=8, loc="right", pad=14)
+    for (lo, hi), name in zip(zip(edges, edges[1:]), SHOT_GROUPS):
         if 0 < lo < len(sorted_counts):
             ax.axvline(lo - 0.5, color="0.4", linestyle="--", linewidth=1)
         if hi > lo:
@@ -147,7 +150,8 @@ def plot_per_class_accuracy(records: Sequence[dict], path: str | os.PathLike) ->
                             f"must be lists of one length, train_counts the same in every record")
     order = frequency_order(counts)
     fig, ax = _frequency_axes(np.asarray(counts)[order], "per-class top-1 accuracy (%)",
-                              f"Per-class accuracy — {_run_title(records)}")
+                              f"Per-class accuracy — {_run_title(records)}",
+                              records[0].get("shot_thresholds") or DEFAULT_THRESHOLDS)
     x, many = np.arange(len(counts)), len(counts) > 100
     for r in records:
         acc = np.array([np.nan if v is None else v for v in r["per_class_top1"]], dtype=float)[order]
@@ -162,13 +166,13 @@ def plot_per_class_accuracy(records: Sequence[dict], path: str | os.PathLike) ->
 
 
 def plot_weight_norms(classifiers: Mapping[str, Tensor], train_counts: Sequence[int], path: str | os.PathLike,
-                      title: str = "") -> Path:
+                      title: str = "", thresholds: Sequence[int] = DEFAULT_THRESHOLDS) -> Path:
     """L2 norm of each class's classifier row in frequency order, one series per classifier."""
     if not classifiers:
         raise DataError(f"{path}: no classifier weights to plot")
     sorted_counts = np.asarray(train_counts)[frequency_order(train_counts)]
     fig, ax = _frequency_axes(sorted_counts, "classifier weight L2 norm",
-                              "Classifier weight norms" + (f" — {title}" if title else ""))
+                              "Classifier weight norms" + (f" — {title}" if title else ""), thresholds)
     for label, weight in classifiers.items():
         _, norms = class_norms(weight, train_counts)
         ax.plot(np.arange(len(norms)), norms, marker="o" if len(norms) <= 100 else None, markersize=4,
@@ -215,8 +219,8 @@ def write_run_plots(run_dir: str | os.PathLike) -> list[Path]:
     (and weight_norms.png when neither stage has one) with a warning, since a stage-2-only
     run may hold no stage-1 checkpoint.  Detection records are ignored.
     """
-    run_dir = Path(run_dir)
-    results = run_dir / RESULTS_FILE
+    folder = RunFolder(run_dir)
+    results = folder.results
     if not results.is_file():
         raise DataError(f"{results}: not found, nothing to plot")
     records = [r for r in read_records(results) if r.get("kind", "classification") == "classification"
@@ -224,22 +228,22 @@ def write_run_plots(run_dir: str | os.PathLike) -> list[Path]:
     records.sort(key=lambda r: (r.get("stage") or 0, str(r.get("method"))))
     written = []
     if records:
-        written.append(plot_per_class_accuracy(records, run_dir / "per_class_accuracy.png"))
+        written.append(plot_per_class_accuracy(records, folder.plot("per_class_accuracy")))
         classifiers = {}
         for stage in (1, 2):
-            ckpt = run_dir / "checkpoints" / f"stage{stage}.pt"
+            ckpt = folder.checkpoint(stage)
             methods = ", ".join(str(r["method"]) for r in records if r.get("stage") == stage) or "?"
             try:
                 classifiers[f"stage {stage} ({methods})"] = load_checkpoint(ckpt)["model"][CLASSIFIER_KEY]
             except (CheckpointError, KeyError, TypeError) as err:
                 log.warning("weight norms: no stage-%d classifier weights in %s (%s)", stage, ckpt, err)
         if classifiers:
-            written.append(plot_weight_norms(classifiers, records[0]["train_counts"],
-                                             run_dir / "weight_norms.png", _run_title(records)))
+            written.append(plot_weight_norms(classifiers, records[0]["train_counts"], folder.plot("weight_norms"),
+                                             _run_title(records),
+                                             records[0].get("shot_thresholds") or DEFAULT_THRESHOLDS))
         else:
-            log.warning("weight norms: no usable checkpoint in %s, weight_norms.png not written",
-                        run_dir / "checkpoints")
+            log.warning("weight norms: no usable checkpoint in %s, weight_norms.png not written", folder.checkpoints)
     else:
         log.warning("%s: no classification record with per-class accuracy, per-class plots skipped", results)
-    written.append(plot_activations(run_dir / "activations.png"))
+    written.append(plot_activations(folder.plot("activations")))
     return written

@@ -12,8 +12,7 @@ from typing import Any
 
 from lt_bench.errors import DataError
 from lt_bench.fileio import atomic_write_json
-
-RESULTS_FILE = "results.json"
+from lt_bench.run_folder import RESULTS_FILE  # noqa: F401  (re-exported: where records live)
 SCHEMA_VERSION = 1
 REQUIRED_FIELDS = (
     "task", "imbalance", "model", "stage", "method", "top1", "top5", "many", "medium", "few",

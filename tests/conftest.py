@@ -8,10 +8,10 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from lt_bench.compose import register_resolvers  # noqa: E402
+from lt_bench.compose import setup_hydra  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-register_resolvers()
+setup_hydra()
 
 
 @pytest.fixture

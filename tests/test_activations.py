@@ -177,9 +177,9 @@ def test_gumbel_prior_bias_is_minus_log_log_c():
 
 def test_detection_init_is_the_papers():
     layer = nn.Linear(8, 4)
-    init_classifier(layer, build_activation("gumbel"), "detection")
+    init_classifier(layer, build_activation("gumbel"), "paper")
     assert torch.all(layer.weight == 0.001) and torch.all(layer.bias == -2.0)
-    init_classifier(layer, build_activation("sigmoid"), "detection")
+    init_classifier(layer, build_activation("sigmoid"), "paper")
     assert torch.all(layer.bias == -6.5)
-    with pytest.raises(ConfigError, match="valid: keep, prior, detection"):
+    with pytest.raises(ConfigError, match="unknown classifier init 'xavier'; valid: keep, paper, prior"):
         init_classifier(layer, build_activation("sigmoid"), "xavier")

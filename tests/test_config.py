@@ -2,7 +2,8 @@
 import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
-from lt_bench.config import config_hash, validate
+from lt_bench.run_folder import config_hash
+from lt_bench.validate import validate
 from lt_bench.errors import ConfigError
 
 
@@ -27,7 +28,7 @@ def test_task_recipe_and_top_level_imbalance(make_cfg):
     ("stage1.activation=sigmod", "unknown stage1.activation 'sigmod'"),
     ("model.name=resnet33", "unknown model 'resnet33'"),
     ("stage=3", "unknown stage '3'; valid: all, 1, 2"),
-    ("stage1.schedule=step", "unknown stage1.schedule 'step'; valid: multistep, cosine, constant"),
+    ("stage1.schedule=step", "unknown stage1.schedule 'step'; valid: constant, cosine, multistep"),
     ("train.amp=fp16", "train.amp=fp16 needs a CUDA device"),
     ("imbalance=0.5", "imbalance must be a number >= 1"),
     ("stage=2", "stage=2 retrains the classifier of a stage-1 model: pass stage1.checkpoint=PATH"),

@@ -9,11 +9,11 @@ pytest.importorskip("mmdet", reason="the detection extra is not installed (make 
 from mmdet.registry import MODELS  # noqa: E402
 
 import lt_bench.detection.registry  # noqa: E402,F401
-from lt_bench.config import validate  # noqa: E402
+from lt_bench.validate import validate  # noqa: E402
 from lt_bench.detection.categories import load_category_stats, save_category_stats  # noqa: E402
 from lt_bench.detection.evaluation import ground_truth_as_detections, lvis_evaluate  # noqa: E402
-from lt_bench.detection.runner import (VAL_SUBSET_FILE, build_mmdet_config,  # noqa: E402
-                                       prepare_inputs, run_detection)
+from lt_bench.detection.runner import build_mmdet_config, prepare_inputs, run_detection  # noqa: E402
+from lt_bench.run_folder import RunFolder  # noqa: E402
 from lt_bench.errors import ConfigError  # noqa: E402
 
 from tests.helpers.lvis import SHARED_LVIS, needs_shared, write_images  # noqa: E402
@@ -97,7 +97,7 @@ def test_detector_configs(make_cfg, tmp_path, detector, loss, wrapped, epochs, v
     if detector in ("gol_r50", "eql_gumbel_r50"):
         assert mm.model["test_cfg"]["rcnn"]["nms"]["iou_threshold"] == 0.3     # every authors' EQL/GOL config
     if loss == "ActivationCrossEntropyLoss":
-        assert head["loss_cls"]["scoring"] == "softmax"     # the paper's sigmoid rows: softmax scores
+        assert head["loss_cls"]["softmax_scores"] is True   # the paper's sigmoid rows: softmax scores
     if detector == "gol_r50":
         assert mm.model["test_cfg"]["rcnn"]["score_thr"] == 1e-4 and mm.model["test_cfg"]["rcnn"]["max_per_img"] == 300
         assert mm.model["roi_head"]["mask_head"]["predictor_cfg"]["type"] == "NormedConv2d"
@@ -125,7 +125,7 @@ def test_lvis_v05_and_config_errors(make_cfg, tmp_path, v1_stats):
         validate(make_cfg(*lvis_overrides(tmp_path, "detector=gol_r50", "detection.scoring=softmax")))
     with pytest.raises(ConfigError, match="unknown detection.classifier_init 'xavier'"):
         validate(make_cfg(*lvis_overrides(tmp_path, "detection.classifier_init=xavier")))
-    with pytest.raises(ConfigError, match="detection.batch_size must be a positive integer"):
+    with pytest.raises(ConfigError, match=r"detection.batch_size \(images per iteration over all GPUs\) must be a positive"):
         validate(make_cfg(*lvis_overrides(tmp_path, "detection.batch_size=0")))
 
 
@@ -149,7 +149,7 @@ def test_activation_options_and_scoring_reach_the_loss(make_cfg, tmp_path, v1_st
     assert loss.activation.temperature == 2.0 and loss.activation.clamp is None
     assert int(loss.tail.sum()) == 815
     cfg = make_cfg(*lvis_overrides(tmp_path, "activation=sigmoid", "detection.scoring=activation"))
-    assert build(cfg, tmp_path, v1_stats).model["roi_head"]["bbox_head"]["loss_cls"]["scoring"] == "activation"
+    assert build(cfg, tmp_path, v1_stats).model["roi_head"]["bbox_head"]["loss_cls"]["softmax_scores"] is False
 
 
 @needs_shared
@@ -177,15 +177,15 @@ def test_val_subset_is_the_evaluated_ground_truth(make_cfg, tmp_path):
                                    "detection.val_images=10"))
     out = tmp_path / "run"
     prepared = prepare_inputs(cfg, out)
-    assert prepared["val_ann"] == str(out / VAL_SUBSET_FILE) and prepared["eval_images"] == 10
-    subset = json.loads((out / VAL_SUBSET_FILE).read_text())
+    assert prepared["val_ann"] == str(RunFolder(out).lvis_val_subset) and prepared["eval_images"] == 10
+    subset = json.loads(RunFolder(out).lvis_val_subset.read_text())
     full = json.loads(ann.read_text())
     assert [i["id"] for i in subset["images"]] == [i["id"] for i in full["images"][:10]]
     ids = {i["id"] for i in subset["images"]}
     assert subset["annotations"] == [a for a in full["annotations"] if a["image_id"] in ids]
     assert subset["categories"] == full["categories"]
     perfect = ground_truth_as_detections(subset, "bbox")
-    assert lvis_evaluate(str(out / VAL_SUBSET_FILE), perfect, "bbox")["AP"] == pytest.approx(1.0)
+    assert lvis_evaluate(prepared["val_ann"], perfect, "bbox")["AP"] == pytest.approx(1.0)
     assert lvis_evaluate(str(ann), perfect, "bbox")["AP"] < 0.5
     mm = build_mmdet_config(cfg, out, load_category_stats(prepared["categories"]), prepared["categories"],
                             prepared["val_ann"])

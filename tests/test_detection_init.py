@@ -28,7 +28,8 @@ from mmdet.utils import register_all_modules  # noqa: E402
 
 register_all_modules(init_default_scope=True)   # build nested components from mmdet's registries
 from lt_bench.detection.categories import category_stats, load_category_stats, save_category_stats  # noqa: E402
-from lt_bench.detection.runner import REPO, apply_run_settings, build_mmdet_config  # noqa: E402
+from lt_bench.detection.runner import apply_run_settings, build_mmdet_config  # noqa: E402
+from lt_bench.run_folder import REPO  # noqa: E402
 
 from tests.helpers.lvis import SHARED_LVIS, needs_shared, write_images  # noqa: E402
 STOCK = {50: "mmdet::lvis/mask-rcnn_r50_fpn_sample1e-3_ms-1x_lvis-v1.py",
@@ -121,10 +122,10 @@ def test_run_py_configs_initialise_like_stock_mmdet(make_cfg, tmp_path, detector
 
 
 @needs_shared
-def test_mmdet_classifier_init_is_stock_everywhere(make_cfg, tmp_path, summary_file):
-    """detection.classifier_init=mmdet: the whole model, fc_cls included, is stock mmdet's."""
+def test_keep_classifier_init_is_stock_everywhere(make_cfg, tmp_path, summary_file):
+    """detection.classifier_init=keep: the whole model, fc_cls included, is stock mmdet's."""
     stats, path = summary_file
-    cfg = make_cfg("task=lvis", "detector=mask_rcnn_r50_rfs", "activation=softmax", "detection.classifier_init=mmdet",
+    cfg = make_cfg("task=lvis", "detector=mask_rcnn_r50_rfs", "activation=softmax", "detection.classifier_init=keep",
                    "detection.backbone_pretrained=null")
     ours, stock = build_initialised(build_mmdet_config(cfg, tmp_path, stats, path).model), stock_state(50, False)
     assert all(torch.equal(ours[k], stock[k]) for k in stock)
@@ -166,7 +167,7 @@ def test_plugin_softmax_trains_exactly_like_stock_mmdet(make_cfg, tmp_path, dete
     ann = SHARED_LVIS / "lvis_v0.5_val_100.json"
     write_images(ann, tmp_path / "coco" / "train2017")
     cfg = make_cfg("task=lvis", "task.version=v0.5", f"detector={detector}", "activation=softmax",
-                   "detection.classifier_init=mmdet", f"data.root={tmp_path / 'coco'}", f"data.train_ann={ann}",
+                   "detection.classifier_init=keep", f"data.root={tmp_path / 'coco'}", f"data.train_ann={ann}",
                    f"data.val_ann={ann}", "detection.backbone_pretrained=null", "detection.max_epochs=1",
                    "detection.train_images=10", "detection.batch_size=2", "detection.num_workers=0",
                    "detection.image_scale=[256,160]")

@@ -235,10 +235,8 @@ def test_activation_options_reach_the_detection_losses():
 def test_softmax_scoring_of_a_binary_activation():
     logits = torch.randn(5, 4)
     sigmoid = ActivationCrossEntropyLoss("sigmoid", num_classes=3)
-    softmax_scored = ActivationCrossEntropyLoss("sigmoid", num_classes=3, scoring="softmax")
+    softmax_scored = ActivationCrossEntropyLoss("sigmoid", num_classes=3, softmax_scores=True)
     torch.testing.assert_close(sigmoid.get_activation(logits), torch.sigmoid(logits))
     torch.testing.assert_close(softmax_scored.get_activation(logits), torch.softmax(logits, dim=1))
     assert softmax_scored(logits, torch.tensor([0, 1, 2, 3, 3])).item() == pytest.approx(
         sigmoid(logits, torch.tensor([0, 1, 2, 3, 3])).item())      # the training loss is the same
-    with pytest.raises(ConfigError, match="unknown scoring 'max'"):
-        ActivationCrossEntropyLoss("sigmoid", num_classes=3, scoring="max")

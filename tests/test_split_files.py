@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lt_bench.config import validate
+from lt_bench.validate import validate
 from lt_bench.data import build_data
 from lt_bench.data.checks import check_split_file, run_check_data
 from lt_bench.data.split_file import load_manifest, parse_split_file, read_split_file
@@ -167,7 +167,7 @@ def test_pretrained_weights_from_a_file(tmp_path, make_cfg):
 
 
 def test_global_batch_must_divide_over_ranks(make_cfg):
-    from lt_bench.config import check_batch_sizes
+    from lt_bench.validate import check_batch_sizes
     check_batch_sizes(make_cfg("stage1.batch_size=64"), 4)
     with pytest.raises(ConfigError, match="stage1.batch_size=30 is the global batch: .* over 4 ranks"):
         check_batch_sizes(make_cfg("stage1.batch_size=30"), 4)

@@ -4,12 +4,12 @@ import pytest
 import torch
 from torch import nn
 
-from lt_bench.config import validate
+from lt_bench.validate import validate
 from lt_bench.data.samplers import build_sampler, sampling_weights
 from lt_bench.data.synthetic import write_split_tree
 from lt_bench.errors import ConfigError
 from lt_bench.pipeline import run_training
-from lt_bench.stages.methods import ScaledLinear, adjust_logits, choose_tau, tau_normalise
+from lt_bench.stages.classifier_ops import ScaledLinear, adjust_logits, choose_tau, tau_normalise
 
 torch.manual_seed(0)
 
@@ -108,13 +108,14 @@ def stage1_checkpoint(tmp_path_factory):
 
 @pytest.mark.parametrize("method,extra,expected", [
     ("crt", [], "crt"), ("lws", [], "lws"), ("logit_adjust", [], "logit_adjust"),
-    ("tau_norm", ["stage2.tau=1.0"], "tau_norm"), ("retrain", ["stage2.sampler=sqrt"], "gumbel"),
+    ("tau_norm", ["stage2.tau=1.0"], "tau_norm"), ("gumbel", ["stage2.sampler=sqrt"], "gumbel"),
+    ("softmax", [], "softmax"),
 ])
 def test_each_method_runs_and_is_recorded(stage1_checkpoint, make_cfg, method, extra, expected):
-    cfg = make_cfg("stage=2", f"stage1.checkpoint={stage1_checkpoint}", f"stage2.method={method}",
+    cfg = make_cfg("stage=2", f"stage1.checkpoint={stage1_checkpoint}", f"stage2={method}",
                    "stage2.epochs=1", "device=cpu", "plots=false", *extra)
     [record] = run_training(cfg)
-    assert record["method"] == expected and record["stage2_method"] == method
+    assert record["method"] == expected and record["stage2_method"] == cfg.stage2.method
     if method in ("crt", "lws"):
         assert record["sampler"] == "class_balanced"
     if method == "logit_adjust":
@@ -123,9 +124,10 @@ def test_each_method_runs_and_is_recorded(stage1_checkpoint, make_cfg, method, e
 
 def test_tau_norm_without_val_split_needs_tau(make_cfg):
     with pytest.raises(ConfigError, match="tau_norm chooses tau on a val split.*stage2.tau"):
-        validate(make_cfg("stage2.method=tau_norm"))
-    with pytest.raises(ConfigError, match="unknown stage2.method 'tau'"):
-        validate(make_cfg("stage2.method=tau"))
+        validate(make_cfg("stage2=tau_norm"))
+    with pytest.raises(ConfigError, match="unknown stage2.method 'tau'; valid: crt, logit_adjust, lws, "
+                                          "retrain, tau_norm"):
+        validate(make_cfg("stage2=tau_norm", "stage2.method=tau"))
 
 
 def test_tau_norm_chooses_tau_on_the_val_split(make_cfg, tmp_path):
@@ -133,7 +135,7 @@ def test_tau_norm_chooses_tau_on_the_val_split(make_cfg, tmp_path):
     files = [f"task.split_files.{s}=Tiny_LT_{s}.txt" for s in ("train", "val", "test")]
     cfg = make_cfg("task=imagenetlt", "model=resnet8", "task.num_classes=6", *files, f"data.splits_dir={splits_dir}",
                    f"data.root={images}", "data.image_size=32", "data.resize=36", "data.num_workers=0",
-                   "stage1.epochs=1", "stage1.batch_size=8", "stage1.lr=0.05", "stage2.method=tau_norm",
+                   "stage1.epochs=1", "stage1.batch_size=8", "stage1.lr=0.05", "stage2=tau_norm",
                    "device=cpu", "plots=false")
     records = run_training(cfg)
     assert records[1]["method"] == "tau_norm" and 0.0 <= records[1]["tau"] <= 2.0

@@ -18,6 +18,6 @@ model = dict(
                 dict(type='Normal', std=0.001, override=dict(name='fc_reg')),
                 dict(type='Xavier', distribution='uniform',
                      override=[dict(name='shared_fcs'), dict(name='cls_fcs'), dict(name='reg_fcs')]),
-                dict(type='ActivationClassifierInit', activation='gumbel', scheme='detection',
+                dict(type='ActivationClassifierInit', activation='gumbel', scheme='paper',
                      override=dict(name='fc_cls')),
             ])))

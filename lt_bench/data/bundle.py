@@ -1,9 +1,14 @@
-"""What a task's data builder hands to the training stages."""
+"""What a task's data builder hands to the training stages, and the registry of the builders.
+
+A dataset is one module under ``lt_bench/data`` with a class registered in ``DATASETS``
+(``task.dataset`` names it) whose ``build(cfg, ctx)`` returns a ``DataBundle``.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from lt_bench.data.long_tail import SubsetView
+from lt_bench.registries import DATASETS  # noqa: F401  (dataset modules register here)
 
 
 @dataclass
@@ -21,3 +26,10 @@ class DataBundle:
     def train_plain(self) -> SubsetView:
         """The training images with the evaluation transform (feature caching, analysis)."""
         return self.train.with_transform(self.test.transform)
+
+
+class DatasetBuilder:
+    """Builds a task's training and evaluation sets (``ctx``: share work across DDP ranks)."""
+
+    def build(self, cfg, ctx=None) -> DataBundle:
+        raise NotImplementedError

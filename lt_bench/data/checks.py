@@ -14,7 +14,7 @@ from pathlib import Path
 from lt_bench.data.split_file import (Problem, SplitEntry, load_manifest, parse_split_file, scan_images,
                                       sha256_file)
 from lt_bench.data.split_lt import split_file_path
-from lt_bench.evaluation import shot_groups
+from lt_bench.shots import DEFAULT_THRESHOLDS, SHOT_GROUPS, shot_groups, thresholds_of
 
 COMPARED = ("lines", "classes", "max_per_class", "min_per_class")
 
@@ -29,24 +29,26 @@ class SplitReport:
     problems: list[Problem] = field(default_factory=list)
 
 
-def split_statistics(entries: list[SplitEntry], *, training: bool, many_above: int = 100,
-                     few_below: int = 20) -> dict:
+def split_statistics(entries: list[SplitEntry], *, training: bool, many_above: int = DEFAULT_THRESHOLDS[0],
+                     few_below: int = DEFAULT_THRESHOLDS[1]) -> dict:
     per_class = Counter(e.label for e in entries)
     stats = {"lines": len(entries), "classes": len(per_class),
              "max_per_class": max(per_class.values(), default=0), "min_per_class": min(per_class.values(), default=0)}
     if training and per_class:
         counts = [per_class.get(c, 0) for c in range(max(per_class) + 1)]
         groups = shot_groups(counts, many_above, few_below)
-        stats["shots"] = {g: len(groups[g]) for g in ("many", "medium", "few")}
+        stats["shots"] = {g: len(groups[g]) for g in SHOT_GROUPS}
     return stats
 
 
-def check_split_file(split: str, path: Path, num_classes: int, manifest: dict[str, dict]) -> SplitReport:
+def check_split_file(split: str, path: Path, num_classes: int, manifest: dict[str, dict],
+                     thresholds: tuple[int, int] = DEFAULT_THRESHOLDS) -> SplitReport:
     report = SplitReport(split, path)
     report.entries, report.problems = parse_split_file(path, num_classes)
     if not path.is_file():
         return report
-    report.stats = split_statistics(report.entries, training=split == "train")
+    report.stats = split_statistics(report.entries, training=split == "train", many_above=thresholds[0],
+                                    few_below=thresholds[1])
     report.stats["sha256"] = sha256_file(path)
     known = manifest.get(path.name)
     if known is None:
@@ -67,7 +69,8 @@ def check_task_data(cfg, *, sample: int | None = None, images: bool = True, work
     of images checked."""
     manifest = load_manifest()
     root = Path(cfg.data.root).expanduser()
-    reports = [check_split_file(split, split_file_path(cfg, split), int(cfg.task.num_classes), manifest)
+    reports = [check_split_file(split, split_file_path(cfg, split), int(cfg.task.num_classes), manifest,
+                                thresholds_of(cfg))
                for split in cfg.task.split_files]
     checked = 0
     if images:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from torchvision import datasets
 
-from lt_bench.data.bundle import DataBundle
+from lt_bench.data.bundle import DATASETS, DataBundle, DatasetBuilder
 from lt_bench.data.long_tail import SubsetView, class_counts, long_tail_counts, long_tail_indices
 from lt_bench.data.transforms import build_transform
 from lt_bench.errors import ConfigError, DataError
@@ -121,3 +121,16 @@ def build_cifar_lt(cfg, ctx=None) -> DataBundle:
                       build_transform(task.transform, False))
     return DataBundle(train=train, test=test, num_classes=num_classes, train_counts=counts,
                       class_names=names, info={"source": str(root), "format": data.format})
+
+
+@DATASETS.register("cifar10")
+class Cifar10LT(DatasetBuilder):
+    """CIFAR-10-LT (LDAM-DRW construction): torchvision's pickles or an image-folder copy."""
+
+    def build(self, cfg, ctx=None) -> DataBundle:
+        return build_cifar_lt(cfg, ctx)
+
+
+@DATASETS.register("cifar100")
+class Cifar100LT(Cifar10LT):
+    """CIFAR-100-LT (LDAM-DRW construction)."""

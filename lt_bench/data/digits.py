@@ -12,7 +12,7 @@ from sklearn.datasets import load_digits
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from lt_bench.data.bundle import DataBundle
+from lt_bench.data.bundle import DATASETS, DataBundle, DatasetBuilder
 from lt_bench.data.long_tail import SubsetView, long_tail_counts, long_tail_indices
 from lt_bench.data.transforms import build_transform
 from lt_bench.errors import ConfigError
@@ -62,3 +62,11 @@ def build_digits_lt(cfg, ctx=None) -> DataBundle:
     return DataBundle(train=train, test=test, num_classes=num_classes, train_counts=counts,
                       class_names=[str(d) for d in range(num_classes)],
                       info={"source": "sklearn.datasets.load_digits", "format": "bundled"})
+
+
+@DATASETS.register("digits")
+class DigitsLT(DatasetBuilder):
+    """scikit-learn's bundled 8x8 digits, long-tailed (the demo task)."""
+
+    def build(self, cfg, ctx=None) -> DataBundle:
+        return build_digits_lt(cfg, ctx)

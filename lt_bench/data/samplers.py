@@ -12,10 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import DistributedSampler, Sampler, WeightedRandomSampler
 
-from lt_bench.errors import ConfigError
+from lt_bench.registries import SAMPLERS
 from lt_bench.seeding import derive_seed
-
-SAMPLERS = {"random": None, "class_balanced": 1.0, "sqrt": 0.5}
 
 
 def sampling_weights(targets: list[int], power: float) -> torch.Tensor:
@@ -37,10 +35,42 @@ class EpochWeightedSampler(WeightedRandomSampler):
         self.generator.manual_seed(derive_seed(self.seed, epoch, self.rank))
 
 
-def build_sampler(name: str, targets: list[int], *, world_size: int, rank: int, seed: int) -> Sampler:
-    if name not in SAMPLERS:
-        raise ConfigError(f"unknown sampler {name!r}; valid: {', '.join(SAMPLERS)}")
-    if SAMPLERS[name] is None:
+class TrainingSampler:
+    """A registered way of drawing the training images of an epoch."""
+
+    def build(self, targets: list[int], *, world_size: int, rank: int, seed: int) -> Sampler:
+        raise NotImplementedError
+
+
+@SAMPLERS.register("random")
+class Uniform(TrainingSampler):
+    """Every image once per epoch, shuffled, sharded over the ranks (DistributedSampler)."""
+
+    def build(self, targets, *, world_size, rank, seed):
         return DistributedSampler(range(len(targets)), num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
-    per_rank = -(-len(targets) // world_size)   # as many draws per epoch as DistributedSampler gives
-    return EpochWeightedSampler(sampling_weights(targets, SAMPLERS[name]), per_rank, seed, rank)
+
+
+class _ClassWeighted(TrainingSampler):
+    power: float
+
+    def build(self, targets, *, world_size, rank, seed):
+        per_rank = -(-len(targets) // world_size)   # as many draws per epoch as DistributedSampler gives
+        return EpochWeightedSampler(sampling_weights(targets, self.power), per_rank, seed, rank)
+
+
+@SAMPLERS.register("class_balanced")
+class ClassBalanced(_ClassWeighted):
+    """Every class equally often (q = 1)."""
+
+    power = 1.0
+
+
+@SAMPLERS.register("sqrt")
+class SquareRoot(_ClassWeighted):
+    """Classes in proportion to the square root of their size (q = 1/2)."""
+
+    power = 0.5
+
+
+def build_sampler(name: str, targets: list[int], *, world_size: int, rank: int, seed: int) -> Sampler:
+    return SAMPLERS.build(name).build(targets, world_size=world_size, rank=rank, seed=seed)

@@ -18,8 +18,9 @@ from torch.utils.data import Dataset
 
 from lt_bench.errors import DataError
 from lt_bench.progress import progress_bar
+from lt_bench.run_folder import REPO
 
-MANIFEST = Path(__file__).resolve().parents[2] / "data_splits" / "manifest.json"
+MANIFEST = REPO / "data_splits" / "manifest.json"
 
 
 @dataclass(frozen=True)

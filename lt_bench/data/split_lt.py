@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from lt_bench.data.bundle import DataBundle
+from lt_bench.data.bundle import DATASETS, DataBundle, DatasetBuilder
 from lt_bench.data.long_tail import SubsetView, class_counts
 from lt_bench.data.split_file import (SplitFileDataset, load_manifest, read_split_file, scan_images,
                                       sha256_file)
@@ -73,3 +73,16 @@ def build_split_file_lt(cfg, ctx=None) -> DataBundle:
                       info={"source": str(Path(data.root)), "format": "split_file",
                             "split_files": {"train": str(train_base.split_file), eval_split: str(eval_base.split_file)},
                             "skipped_files": train_skipped + eval_skipped}, val=val)
+
+
+@DATASETS.register("imagenet_lt")
+class ImageNetLT(DatasetBuilder):
+    """ImageNet-LT from the OLTR split files."""
+
+    def build(self, cfg, ctx=None) -> DataBundle:
+        return build_split_file_lt(cfg, ctx)
+
+
+@DATASETS.register("places_lt")
+class PlacesLT(ImageNetLT):
+    """Places-LT from the OLTR split files."""

@@ -7,6 +7,7 @@ import torch
 from torchvision.transforms import v2
 
 from lt_bench.errors import ConfigError
+from lt_bench.registries import TRANSFORMS
 
 # LDAM-DRW's CIFAR statistics, the field's usual choice for CIFAR-LT.
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -22,6 +23,7 @@ def _to_normalised_tensor(mean, std) -> list:
     return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
 
 
+@TRANSFORMS.register("cifar")
 def cifar_transform(train: bool, autoaugment: bool = True) -> Callable:
     """Paper's CIFAR recipe: random crop 32 (pad 4), flip, AutoAugment (CIFAR10 policy)."""
     if not train:
@@ -32,6 +34,7 @@ def cifar_transform(train: bool, autoaugment: bool = True) -> Callable:
     return v2.Compose(steps + _to_normalised_tensor(CIFAR_MEAN, CIFAR_STD))
 
 
+@TRANSFORMS.register("digits")
 def digits_transform(train: bool, autoaugment: bool = False) -> Callable:
     """8x8 digits: a one-pixel random shift when training (digits are not flip-invariant)."""
     if autoaugment:
@@ -40,6 +43,7 @@ def digits_transform(train: bool, autoaugment: bool = False) -> Callable:
     return v2.Compose(steps + _to_normalised_tensor(DIGITS_MEAN, DIGITS_STD))
 
 
+@TRANSFORMS.register("imagenet")
 def imagenet_transform(train: bool, autoaugment: bool = True, image_size: int = 224, resize: int = 256) -> Callable:
     """ImageNet-LT / Places-LT: RandomResizedCrop, flip, AutoAugment (ImageNet policy) for
     training; resize and center crop for evaluation."""
@@ -52,14 +56,5 @@ def imagenet_transform(train: bool, autoaugment: bool = True, image_size: int = 
     return v2.Compose(steps + _to_normalised_tensor(IMAGENET_MEAN, IMAGENET_STD))
 
 
-TRANSFORMS: dict[str, Callable[..., Callable]] = {
-    "cifar": cifar_transform,
-    "digits": digits_transform,
-    "imagenet": imagenet_transform,
-}
-
-
 def build_transform(name: str, train: bool, **options) -> Callable:
-    if name not in TRANSFORMS:
-        raise ConfigError(f"unknown transform {name!r}; valid: {', '.join(sorted(TRANSFORMS))}")
-    return TRANSFORMS[name](train, **options)
+    return TRANSFORMS.get(name).cls(train, **options)

@@ -7,6 +7,7 @@ from typing import Any
 
 from lt_bench.detection.lvis_compat import patch_lvis
 
+# the summary metrics of an LVIS evaluation (lvis-api, FastLVISEval, mmdet's LVISMetric), in order
 SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
 
 

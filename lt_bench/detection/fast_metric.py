@@ -22,10 +22,10 @@ from mmengine.evaluator import BaseMetric
 from mmengine.fileio import get_local_path
 from mmengine.logging import MMLogger
 
+from lt_bench.detection.evaluation import SUMMARY_KEYS
 from lt_bench.detection.fast_eval import FastLVISEval
 from lt_bench.errors import ConfigError
 
-DEFAULT_ITEMS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
 
 
 @METRICS.register_module()
@@ -43,7 +43,7 @@ class FastLVISMetric(BaseMetric):
         unknown = [m for m in self.metrics if m not in ("bbox", "segm")]
         if unknown:
             raise ConfigError(f"FastLVISMetric evaluates 'bbox' and 'segm', not {unknown}")
-        self.metric_items = tuple(metric_items or DEFAULT_ITEMS)
+        self.metric_items = tuple(metric_items or SUMMARY_KEYS)
         with get_local_path(ann_file, backend_args=backend_args) as path, open(path) as f:
             dataset = json.load(f)
         self.evaluators = {m: FastLVISEval(dataset, m, max_dets, source=str(ann_file)) for m in self.metrics}

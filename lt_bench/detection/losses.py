@@ -27,9 +27,14 @@ from torch import Tensor, nn
 from lt_bench.activations import build_activation
 from lt_bench.detection.categories import load_category_stats
 from lt_bench.errors import ConfigError
+from lt_bench.registries import DETECTION_LOSSES   # detector.loss -> the class (mmdet knows it by class name)
 
 
 class _ClassificationLoss(nn.Module):
+    background_logit = False     # C + 1 outputs (an explicit background class) or C
+    binary_only = False          # needs a binary activation (drops per-class negative terms)
+    tail_frequencies = False     # needs the categories' image frequencies (lambda_, frequency_file)
+
     def __init__(self, activation: str = "gumbel", num_classes: int = 1203, loss_weight: float = 1.0,
                  activation_options: dict | None = None, reduction: str = "mean"):
         super().__init__()
@@ -60,24 +65,22 @@ class _ClassificationLoss(nn.Module):
         return self.loss_weight * loss
 
 
-SCORINGS = ("activation", "softmax")
-
-
+@DETECTION_LOSSES.register("activation_ce")
 class ActivationCrossEntropyLoss(_ClassificationLoss):
     """C + 1 outputs (the last one is background), with any activation.
 
-    ``scoring``: the test-time class scores.  ``activation``: the activation's own
-    probabilities.  ``softmax``: a softmax over the C + 1 logits, whatever the training
-    activation: what mmdet 2.x did for ``CrossEntropyLoss(use_sigmoid=True)``, which has no
-    ``get_activation`` (so GOL's sigmoid rows were scored that way).
+    Test-time class scores: the activation's own probabilities, or with ``softmax_scores`` a
+    softmax over the C + 1 logits whatever the training activation: what mmdet 2.x did for
+    ``CrossEntropyLoss(use_sigmoid=True)``, which has no ``get_activation`` (so GOL's sigmoid
+    rows were scored that way).
     """
 
-    def __init__(self, activation: str = "gumbel", num_classes: int = 1203, scoring: str = "activation",
+    background_logit = True
+
+    def __init__(self, activation: str = "gumbel", num_classes: int = 1203, softmax_scores: bool = False,
                  **kwargs):
         super().__init__(activation, num_classes, **kwargs)
-        if scoring not in SCORINGS:
-            raise ConfigError(f"unknown scoring {scoring!r}; valid: {', '.join(SCORINGS)}")
-        self.scoring = scoring
+        self.softmax_scores = bool(softmax_scores)
 
     def get_cls_channels(self, num_classes: int) -> int:
         if num_classes != self.num_classes:
@@ -86,7 +89,7 @@ class ActivationCrossEntropyLoss(_ClassificationLoss):
 
     def get_activation(self, cls_score: Tensor) -> Tensor:
         """Scores of the C classes and background (mmdet's NMS drops the last column)."""
-        if self.scoring == "softmax":
+        if self.softmax_scores:
             return torch.softmax(cls_score.float(), dim=-1)
         return self.activation.probs(cls_score)
 
@@ -102,6 +105,8 @@ class ActivationCrossEntropyLoss(_ClassificationLoss):
 
 class _TailAwareLoss(_ClassificationLoss):
     """C outputs; negatives of tail categories (image frequency < lambda_) may be dropped."""
+
+    binary_only = tail_frequencies = True
 
     def __init__(self, activation: str = "gumbel", num_classes: int = 1203, lambda_: float = 0.0011,
                  frequency_file: str | None = None, num_images: int | None = None,
@@ -145,6 +150,7 @@ class _TailAwareLoss(_ClassificationLoss):
         return self._reduce(elementwise.sum(dim=1), weight, avg_factor, reduction_override)
 
 
+@DETECTION_LOSSES.register("eql")
 class EQLLoss(_TailAwareLoss):
     """Equalization loss: foreground proposals do not push tail categories down."""
 
@@ -152,6 +158,7 @@ class EQLLoss(_TailAwareLoss):
         return foreground[:, None] & self.tail[None, :]
 
 
+@DETECTION_LOSSES.register("drop")
 class DropLoss(_TailAwareLoss):
     """EQL for foreground proposals; each (background proposal, tail category) negative is kept
     by its own Bernoulli draw with probability r, the share of tail categories among this

@@ -24,7 +24,7 @@ for _loss in (ActivationCrossEntropyLoss, EQLLoss, DropLoss):
 @WEIGHT_INITIALIZERS.register_module(force=True)
 class ActivationClassifierInit(BaseInit):
     """The box classifier's init for its activation (``lt_bench.activations.init_classifier``):
-    scheme ``detection`` gives weights 0.001 and bias -2 for Gumbel, -6.5 for sigmoid and
+    scheme ``paper`` gives weights 0.001 and bias -2 for Gumbel, -6.5 for sigmoid and
     softmax (the paper's); ``prior`` gives every initial score 1/C.
 
     Like mmengine's own initialisers it touches only what it is pointed at: the module given
@@ -33,7 +33,7 @@ class ActivationClassifierInit(BaseInit):
     head with ``wholemodule=False``; that pass must leave the shared fcs alone.
     """
 
-    def __init__(self, activation: str = "gumbel", scheme: str = "detection",
+    def __init__(self, activation: str = "gumbel", scheme: str = "paper",
                  activation_options: dict | None = None, **kwargs):
         super().__init__(**kwargs)
         self.activation = build_activation(activation, **(activation_options or {}))

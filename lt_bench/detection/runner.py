@@ -26,29 +26,20 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from lt_bench.config import activation_options, config_hash
+from lt_bench.activations import activation_options
+from lt_bench.registries import DETECTION_LOSSES
 from lt_bench.detection.annotations import check_lvis_annotations
+from lt_bench.detection.evaluation import SUMMARY_KEYS
 from lt_bench.detection.categories import (ANNOTATED_TRAIN_IMAGES, CategoryStats, category_stats,
                                            load_category_stats, save_category_stats)
+from lt_bench.detection.validate import LVIS_VERSIONS as VERSIONS
 from lt_bench.errors import ConfigError, DataError, LtBenchError
 from lt_bench.fileio import atomic_write_json
-from lt_bench.records import RESULTS_FILE, SCHEMA_VERSION, git_revision, upsert_record
+from lt_bench.records import SCHEMA_VERSION, git_revision, upsert_record
+from lt_bench.run_folder import REPO, RunFolder, config_hash, resolve_out_dir
 
 log = logging.getLogger(__name__)
-REPO = Path(__file__).resolve().parents[2]
-VERSIONS = {
-    # dataset type, image prefix of train and val (v1 reads paths from coco_url), default lambda
-    "v1": ("LVISV1Dataset", "", "", 0.0011),
-    "v0.5": ("LVISV05Dataset", "train2017/", "val2017/", 0.00177),
-}
-LOSSES = {"activation_ce": "ActivationCrossEntropyLoss", "eql": "EQLLoss", "drop": "DropLoss"}
-# detection.classifier_init -> lt_bench.activations.init_classifier scheme (None: mmdet's own)
-CLASSIFIER_INITS = {"paper": "detection", "prior": "prior", "mmdet": None}
-SCORINGS = ("auto", "activation", "softmax")
 BASE_BATCH_SIZE = 16          # the paper's (and mmdet's) lr 0.02 is for 16 images per iteration
-METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
-CATEGORIES_FILE = "lvis_categories.json"
-VAL_SUBSET_FILE = "lvis_val_subset.json"
 
 
 def annotation_paths(cfg: DictConfig) -> tuple[Path, Path]:
@@ -66,7 +57,8 @@ def resolve_scoring(cfg: DictConfig) -> str:
     Gumbel and softmax by themselves."""
     scoring = cfg.detection.scoring
     if scoring == "auto":
-        return "softmax" if cfg.activation == "sigmoid" and cfg.detector.loss == "activation_ce" else cfg.activation
+        with_background = DETECTION_LOSSES.get(cfg.detector.loss).cls.background_logit
+        return "softmax" if cfg.activation == "sigmoid" and with_background else cfg.activation
     return "softmax" if scoring == "softmax" else cfg.activation
 
 
@@ -128,14 +120,15 @@ def prepare_inputs(cfg: DictConfig, out_dir: Path) -> dict:
     train_data = read(train_ann) if cfg.detection.check_annotations or cfg.detection.frequency_file is None else None
     stats = category_stats_from(cfg, train_data)
     out_dir.mkdir(parents=True, exist_ok=True)
-    prepared = {"categories": str(save_category_stats(stats, out_dir / CATEGORIES_FILE)), "val_ann": str(val_ann),
+    folder = RunFolder(out_dir)
+    prepared = {"categories": str(save_category_stats(stats, folder.lvis_categories)), "val_ann": str(val_ann),
                 "eval_images": None}
     if cfg.detection.check_annotations or cfg.detection.val_images is not None:
         val_data = read(val_ann)
         prepared["eval_images"] = len(val_data["images"])
         if cfg.detection.val_images is not None and int(cfg.detection.val_images) < len(val_data["images"]):
             prepared["val_ann"] = str(write_val_subset(val_data, int(cfg.detection.val_images),
-                                                       out_dir / VAL_SUBSET_FILE))
+                                                       folder.lvis_val_subset))
             prepared["eval_images"] = int(cfg.detection.val_images)
     return prepared
 
@@ -253,12 +246,13 @@ def default_head_init(head: dict) -> list[dict] | None:
 
 def box_classifier_loss(cfg: DictConfig, num_classes: int, frequency_file: str | None = None,
                         lambda_: float | None = None) -> dict:
-    """The loss_cls config of the run's box classifier."""
-    loss = dict(type=LOSSES[cfg.detector.loss], activation=cfg.activation, num_classes=num_classes,
+    """The loss_cls config of the run's box classifier (mmdet knows the class by its name)."""
+    cls = DETECTION_LOSSES.get(cfg.detector.loss).cls
+    loss = dict(type=cls.__name__, activation=cfg.activation, num_classes=num_classes,
                 loss_weight=1.0, activation_options=activation_options(cfg, cfg.activation))
-    if cfg.detector.loss == "activation_ce":
-        loss["scoring"] = "softmax" if resolve_scoring(cfg) == "softmax" else "activation"
-    else:
+    if cls.background_logit:
+        loss["softmax_scores"] = resolve_scoring(cfg) == "softmax"
+    if cls.tail_frequencies:
         loss.update(lambda_=float(lambda_), frequency_file=frequency_file)
     return loss
 
@@ -274,13 +268,10 @@ def apply_box_classifier(mm, cfg: DictConfig, stats: CategoryStats, frequency_fi
     head = roi["bbox_head"]
     head.update(num_classes=len(stats.ids),
                 loss_cls=box_classifier_loss(cfg, len(stats.ids), frequency_file, lambda_of(cfg)))
-    scheme = CLASSIFIER_INITS[cfg.detection.classifier_init]
-    if scheme is None:
-        head["init_cfg"] = None            # mmdet's own (Normal(0, 0.01), bias 0)
-    else:
-        head["init_cfg"] = (default_head_init(head) or []) + [
-            dict(type="ActivationClassifierInit", activation=cfg.activation, scheme=scheme,
-                 activation_options=activation_options(cfg, cfg.activation), override=dict(name="fc_cls"))]
+    # mmdet's own init (the head's defaults), then the classifier's (``keep``: mmdet's stays)
+    head["init_cfg"] = (default_head_init(head) or []) + [
+        dict(type="ActivationClassifierInit", activation=cfg.activation, scheme=cfg.detection.classifier_init,
+             activation_options=activation_options(cfg, cfg.activation), override=dict(name="fc_cls"))]
     roi["mask_head"]["num_classes"] = len(stats.ids)
     return mm
 
@@ -305,11 +296,12 @@ def _record(cfg: DictConfig, metrics: dict, seconds: float, world_size: int, run
         """Percentages; None where LVIS has no value (-1: no ground truth in that group, such
         as APr on a val subset without rare categories)."""
         if empty:
-            return {k: 0.0 for k in METRICS}
-        values = {k: float(metrics[f"lvis/{kind}_{k}"]) for k in METRICS if f"lvis/{kind}_{k}" in metrics}
+            return {k: 0.0 for k in SUMMARY_KEYS}
+        values = {k: float(metrics[f"lvis/{kind}_{k}"]) for k in SUMMARY_KEYS if f"lvis/{kind}_{k}" in metrics}
         return {k: 100.0 * v if v >= 0 else None for k, v in values.items()}
     segm, bbox = pick("segm"), pick("bbox")
-    method = cfg.activation if cfg.detector.loss == "activation_ce" else f"{cfg.detector.loss}+{cfg.activation}"
+    with_background = DETECTION_LOSSES.get(cfg.detector.loss).cls.background_logit
+    method = cfg.activation if with_background else f"{cfg.detector.loss}+{cfg.activation}"
     return {
         "schema": SCHEMA_VERSION, "kind": "detection", "task": cfg.task.name, "dataset": f"lvis_{cfg.task.version}",
         "version": cfg.task.version, "model": cfg.detector.name, "stage": None, "method": method,
@@ -334,7 +326,6 @@ def run_detection(cfg: DictConfig) -> dict:
         raise ConfigError(f"task=lvis needs the detection extra (mmdet, mmcv, mmengine, lvis): "
                           f"run `make det` ({err})") from err
     from lt_bench import distributed
-    from lt_bench.pipeline import resolve_out_dir
     import lt_bench.detection.registry  # noqa: F401  (the plugin's losses, init and metric)
     started = time.perf_counter()
     ctx = distributed.setup(cfg.device, float(cfg.distributed.timeout_minutes))
@@ -363,15 +354,15 @@ def run_detection(cfg: DictConfig) -> dict:
                "train_images": cfg.detection.train_images,
                "epochs": runner.epoch if cfg.detection.train else 0,
                "iterations": runner.iter if cfg.detection.train else 0}
-        if cfg.detector.loss != "activation_ce":
+        if DETECTION_LOSSES.get(cfg.detector.loss).cls.tail_frequencies:
             run.update({"lambda": lambda_of(cfg), "tail_categories": int(stats.tail(lambda_of(cfg)).sum()),
                         "frequency_images": stats.num_images})
         record = _record(cfg, metrics, time.perf_counter() - started, ctx.world_size, run)
         if ctx.is_main:
-            upsert_record(out_dir / RESULTS_FILE, record)
+            upsert_record(RunFolder(out_dir).results, record)
             subset = f" ({record['eval_images']} val images only)" if record["eval_subset"] else ""
             print(f"\nlvis {cfg.task.version}, {cfg.detector.name}, {record['method']}{subset} -> "
-                  f"{out_dir / RESULTS_FILE}\n" + "  ".join(f"{k} {record[k]:.1f}" for k in
+                  f"{RunFolder(out_dir).results}\n" + "  ".join(f"{k} {record[k]:.1f}" for k in
                                                            ("AP", "APr", "APc", "APf", "APbox")
                                                            if record[k] is not None), flush=True)
         return record

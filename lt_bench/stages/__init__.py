@@ -1,6 +1,5 @@
-"""Decoupled training: stage 1 (representation + classifier), stage 2 (classifier only)."""
-from lt_bench.stages.loop import StageJob, TrainOptions, fit
-from lt_bench.stages.stage1 import train_stage1
-from lt_bench.stages.stage2 import train_stage2
+"""Decoupled training: stage 1 (representation + classifier), stage 2 (classifier only).
 
-__all__ = ["StageJob", "TrainOptions", "fit", "train_stage1", "train_stage2"]
+``recipes`` and ``methods/`` are import-light (typed recipes, registered before Hydra composes
+the config); ``loop``, ``stage1``, ``stage2`` and ``classifier_ops`` hold the tensor work.
+"""

@@ -1,12 +1,19 @@
-"""The training loop both stages share: epochs, DDP, AMP, non-finite guard, checkpoints, resume.
+"""The training loop both stages share, and the hooks around it.
 
 A stage is described by a ``StageJob`` (what to train, on what, with which loss); ``fit``
-runs it.  Every epoch reseeds from (seed, stage, epoch, rank) and ends with an atomic
-checkpoint, so a run resumed from any checkpoint replays the uninterrupted run exactly
-(bit for bit on CPU; up to nondeterministic kernels on CUDA).  SIGTERM saves a checkpoint
-after the current step, with the RNG state and the epoch's position: the resumed run takes
-the same batches in the same order (bit for bit with data.num_workers=0; with worker
-processes the augmentations of the rest of that epoch are drawn anew).
+runs it with the standard hooks.  The ``Trainer`` itself is the algorithm: epochs of steps
+(forward, loss, backward, optimizer and lr step), reseeded per epoch from (seed, stage, epoch,
+rank).  Everything else is a hook (detectron2's ``HookBase`` shape):
+
+- ``CheckpointHook``: resume from the stage's checkpoint, save atomically after every epoch
+  and, on SIGTERM, mid-epoch with the RNG state and the epoch's position;
+- ``EvalHook``: test metrics every ``eval.every_epochs`` epochs, for the curves;
+- ``ReportHook``: the epoch's log line and TensorBoard scalars.
+
+A run resumed from any checkpoint replays the uninterrupted run exactly (bit for bit on CPU;
+up to nondeterministic kernels on CUDA); after a SIGTERM checkpoint the resumed run takes the
+same batches in the same order (bit for bit with data.num_workers=0; with worker processes the
+augmentations of the rest of that epoch are drawn anew).
 """
 from __future__ import annotations
 
@@ -23,21 +30,19 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
-from torch.utils.tensorboard import SummaryWriter
 
-from lt_bench.checkpoint import load_checkpoint, save_checkpoint
+from lt_bench.checkpoint import load_checkpoint, load_for_resume, save_checkpoint
 from lt_bench.data.samplers import build_sampler
 from lt_bench.distributed import DistContext
-from lt_bench.errors import CheckpointError, NonFiniteLossError
+from lt_bench.errors import NonFiniteLossError
 from lt_bench.failpoints import failpoint
 from lt_bench.progress import progress_bar
 from lt_bench.seeding import derive_seed, seed_everything
 from lt_bench.signals import GracefulStop, TrainingInterrupted
+from lt_bench.stages.precision import AMP_MODES
 from lt_bench.stages.schedule import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
-
-AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -69,29 +74,12 @@ class StageJob:
     frozen: Callable[[Tensor], Tensor] | None = None   # no-grad feature extractor before `trainable`
     evaluate: Callable[[], dict] | None = None  # test metrics for the per-epoch curves
     meta: dict = field(default_factory=dict)    # stored in the checkpoint (config hash, classes, ...)
-    sampler: str = "random"                     # random | class_balanced | sqrt (data/samplers.py)
+    sampler: str = "random"                     # a SAMPLERS name (data/samplers.py)
 
 
-def loader_options(opts: TrainOptions, device: torch.device) -> dict:
-    """DataLoader settings that keep an accelerator fed: workers, pinned memory, prefetch."""
-    workers = {"persistent_workers": opts.persistent_workers, "prefetch_factor": opts.prefetch_factor}
-    return {"num_workers": opts.num_workers, "pin_memory": device.type == "cuda",
-            **(workers if opts.num_workers > 0 else {})}
-
-
-def _restore(job: StageJob, ctx: DistContext, optimizer, scheduler, scaler) -> dict | None:
-    ckpt = load_checkpoint(job.checkpoint_path, map_location=ctx.device)
-    expected = job.meta.get("config_hash")
-    if ckpt.get("config_hash") != expected:
-        raise CheckpointError(
-            f"{job.checkpoint_path} was written by a run with config hash {ckpt.get('config_hash')}, "
-            f"this run's is {expected}: resume needs the same configuration (see config.yaml beside it)"
-        )
-    job.model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scheduler.load_state_dict(ckpt["scheduler"])
-    scaler.load_state_dict(ckpt["scaler"])
-    return ckpt["progress"]
+def empty_progress() -> dict:
+    """The progress record of a stage that has not trained yet."""
+    return {"epochs_done": 0, "complete": False, "history": [], "nonfinite_skipped": 0, "train_seconds": 0.0}
 
 
 def is_complete(checkpoint_path: Path) -> bool:
@@ -101,98 +89,258 @@ def is_complete(checkpoint_path: Path) -> bool:
     return bool(load_checkpoint(checkpoint_path)["progress"]["complete"])
 
 
-def _save(job: StageJob, ctx: DistContext, optimizer, scheduler, scaler, progress: dict) -> None:
-    if ctx.is_main:
-        save_checkpoint(job.checkpoint_path, {
-            **job.meta, "stage": job.name, "model": job.model.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(), "progress": progress,
-        }, label=f"{job.name}:{progress['epochs_done']}{'+' if 'in_epoch' in progress else ''}")
-    ctx.barrier()
+def loader_options(opts: TrainOptions, device: torch.device) -> dict:
+    """DataLoader settings that keep an accelerator fed: workers, pinned memory, prefetch."""
+    workers = {"persistent_workers": opts.persistent_workers, "prefetch_factor": opts.prefetch_factor}
+    return {"num_workers": opts.num_workers, "pin_memory": device.type == "cuda",
+            **(workers if opts.num_workers > 0 else {})}
+
+
+class Hook:
+    """Called by the ``Trainer`` around the loop; every method is optional."""
+
+    def before_train(self, trainer: "Trainer") -> None: ...
+    def after_epoch(self, trainer: "Trainer", stats: dict) -> None: ...
+    def on_interrupt(self, trainer: "Trainer") -> None: ...
+    def after_train(self, trainer: "Trainer") -> None: ...
+
+
+class _Preempted(Exception):
+    """SIGTERM agreed by every rank, mid-epoch: the position to save."""
+
+    def __init__(self, state: dict):
+        self.state = state
+
+
+class Trainer:
+    """Epochs of optimizer steps on ``job``; ``progress`` is the record the checkpoints keep."""
+
+    def __init__(self, job: StageJob, ctx: DistContext, opts: TrainOptions, hooks: list[Hook]):
+        self.job, self.ctx, self.opts, self.hooks = job, ctx, opts, hooks
+        recipe = job.recipe
+        self.precision = AMP_MODES.build(opts.amp)
+        self.net = (DistributedDataParallel(job.trainable, device_ids=[ctx.device] if ctx.device.type == "cuda"
+                                            else None) if ctx.is_distributed else job.trainable)
+        self.optimizer = build_optimizer([p for p in job.trainable.parameters() if p.requires_grad], recipe)
+        self.sampler = build_sampler(job.sampler, job.dataset.targets, world_size=ctx.world_size, rank=ctx.rank,
+                                     seed=opts.seed)
+        self.batch_size = recipe.batch_size // ctx.world_size          # recipes give the global batch
+        # A last batch of one sample would break BatchNorm in training mode: drop it then.
+        self.drop_last = len(self.sampler) % self.batch_size == 1
+        self.steps_per_epoch = (len(self.sampler) // self.batch_size if self.drop_last
+                                else math.ceil(len(self.sampler) / self.batch_size))
+        self.loader = self.make_loader(self.sampler)
+        self.scheduler = build_scheduler(self.optimizer, recipe, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.precision.grad_scaling)
+        self.progress = empty_progress()
+        self.stop: GracefulStop | None = None
+
+    def make_loader(self, indices) -> DataLoader:
+        return DataLoader(self.job.dataset, batch_size=self.batch_size, sampler=indices, drop_last=self.drop_last,
+                          **loader_options(self.opts, self.ctx.device))
+
+    def state(self) -> dict:
+        """Everything a checkpoint holds besides the job's metadata."""
+        return {"model": self.job.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "progress": self.progress}
+
+    def load_state(self, ckpt: dict) -> None:
+        self.job.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.progress = ckpt["progress"]
+
+    def fit(self) -> dict:
+        """Train the remaining epochs; raises TrainingInterrupted after a SIGTERM checkpoint."""
+        if self.opts.resume and self.job.checkpoint_path.exists():
+            self._resume()
+        for hook in self.hooks:
+            hook.before_train(self)
+        try:
+            with GracefulStop(self.ctx) as self.stop:
+                try:
+                    for epoch in range(self.progress["epochs_done"], self.job.recipe.epochs):
+                        stats = self._epoch(epoch)
+                        self.ctx.broadcast_buffers(self.job.model)
+                        self._record(stats)
+                        for hook in self.hooks:
+                            hook.after_epoch(self, stats)
+                except _Preempted as stop:
+                    self.progress["in_epoch"] = stop.state
+                    for hook in self.hooks:
+                        hook.on_interrupt(self)
+                    raise TrainingInterrupted(
+                        f"{self.job.name}: SIGTERM, checkpoint saved at epoch {stop.state['epoch'] + 1}, step "
+                        f"{stop.state['steps']}/{self.steps_per_epoch} in {self.job.checkpoint_path}; run the same "
+                        "command with resume=true to continue") from None
+        finally:
+            for hook in self.hooks:
+                hook.after_train(self)
+        return self.progress
+
+    def _resume(self) -> None:
+        job = self.job
+        self.load_state(load_for_resume(job.checkpoint_path, job.meta.get("config_hash"), self.ctx.device))
+        partial = self.progress.get("in_epoch")
+        log.info("%s: resumed from %s after epoch %d%s", job.name, job.checkpoint_path, self.progress["epochs_done"],
+                 f", step {partial['steps']}" if partial else "")
+
+    def _record(self, stats: dict) -> None:
+        progress = self.progress
+        progress["history"].append(stats)
+        progress["nonfinite_skipped"] += stats["skipped"]
+        progress["train_seconds"] += stats["seconds"]
+        progress["epochs_done"] = stats["epoch"]
+        progress["complete"] = stats["epoch"] == self.job.recipe.epochs
+
+    def _epoch(self, epoch: int) -> dict:
+        """One epoch, or after a SIGTERM checkpoint its remaining steps, in the same order."""
+        job, ctx, opts = self.job, self.ctx, self.opts
+        seed_everything(derive_seed(opts.seed, job.index, epoch, ctx.rank))
+        self.sampler.set_epoch(epoch)
+        partial = self.progress.pop("in_epoch", None)
+        loader = (self.make_loader(list(self.sampler)[partial["steps"] * self.batch_size:]) if partial
+                  else self.loader)
+        job.train_mode()
+        device = ctx.device
+        # loss * n, correct, n, skipped steps: all-reduced sums of the steps before a SIGTERM
+        # checkpoint are carried by rank 0, so the final all-reduce counts them once
+        totals = torch.zeros(4, dtype=torch.float64, device=device)
+        if partial is not None and ctx.is_main:
+            totals += torch.tensor(partial["totals"], dtype=torch.float64, device=device)
+        first_step = partial["steps"] if partial else 0
+        lr = self.optimizer.param_groups[0]["lr"]
+        start = time.perf_counter() - (partial["seconds"] if partial else 0.0)
+        data_wait = partial["data_seconds"] if partial else 0.0
+        batches = iter(loader)                       # draws the workers' base seed, then:
+        if partial is not None:
+            _set_rng_state(partial["rng"])          # the RNG exactly as at the SIGTERM
+        waiting_since = time.perf_counter()          # time spent waiting for the DataLoader
+        bar = progress_bar(batches, opts.progress and ctx.is_main,
+                           f"{job.name} epoch {epoch + 1}/{job.recipe.epochs}", total=len(loader))
+        for step, (inputs, labels) in enumerate(bar, start=first_step + 1):
+            data_wait += time.perf_counter() - waiting_since
+            loss, logits, labels = self._step(inputs, labels, epoch, step, first_step + len(loader))
+            if loss is None:
+                totals[3] += 1             # a skipped non-finite step: no update, no lr step
+            else:
+                n = labels.numel()
+                totals += torch.stack([loss.detach().double() * n, (logits.argmax(1) == labels).sum().double(),
+                                       torch.tensor(float(n), dtype=torch.float64, device=device),
+                                       torch.zeros((), dtype=torch.float64, device=device)])
+                if step % 20 == 1:
+                    bar.set_postfix(loss=f"{loss.item():.4f}")
+            failpoint(f"{job.name}.step:{epoch + 1}:{step}")
+            if self.stop.agreed() and step < first_step + len(loader):
+                ctx.all_reduce_sum(totals)
+                raise _Preempted({"epoch": epoch, "steps": step, "totals": totals.tolist(), "rng": _rng_state(),
+                                  "seconds": time.perf_counter() - start, "data_seconds": data_wait})
+            waiting_since = time.perf_counter()
+        ctx.all_reduce_sum(totals)
+        loss_sum, correct, seen, skipped = (float(v) for v in totals)
+        return {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "train_top1": 100.0 * correct / max(seen, 1),
+                "lr": lr, "seconds": time.perf_counter() - start, "data_seconds": data_wait, "items": int(seen),
+                "skipped": int(skipped)}
+
+    def _step(self, inputs: Tensor, labels: Tensor, epoch: int, step: int, last_step: int):
+        """Forward, loss, backward, optimizer and lr step; (loss, logits, labels), or a None
+        loss for a non-finite step that ``train.skip_nonfinite`` skips."""
+        job, device, opts = self.job, self.ctx.device, self.opts
+        inputs = inputs.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        if opts.channels_last and inputs.dim() == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        dtype = self.precision.dtype
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            if job.frozen is not None:
+                with torch.no_grad():
+                    inputs = job.frozen(inputs)
+            logits = self.net(inputs)
+        loss = job.loss_fn(logits, labels)   # activations compute losses in float32
+        if _all_finite(loss, self.ctx, opts.skip_nonfinite):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            return loss, logits, labels
+        if opts.skip_nonfinite:
+            self.optimizer.zero_grad(set_to_none=True)
+            return None, logits, labels
+        raise NonFiniteLossError(
+            f"{job.name}: loss is {loss.item()} at epoch {epoch + 1}/{job.recipe.epochs}, batch {step}/{last_step} "
+            f"(optimizer step {self.scheduler.last_epoch}); train.skip_nonfinite=true skips such steps and counts "
+            "them in the records")
+
+
+class CheckpointHook(Hook):
+    """Save atomically after every epoch and, on SIGTERM, mid-epoch (``resume=true`` continues)."""
+
+    def after_epoch(self, trainer: Trainer, stats: dict) -> None:
+        self._save(trainer)
+        failpoint(f"{trainer.job.name}.epoch_end:{stats['epoch']}")
+
+    def on_interrupt(self, trainer: Trainer) -> None:
+        self._save(trainer)
+
+    @staticmethod
+    def _save(trainer: Trainer) -> None:
+        job, progress = trainer.job, trainer.progress
+        if trainer.ctx.is_main:
+            save_checkpoint(job.checkpoint_path, {**job.meta, "stage": job.name, **trainer.state()},
+                            label=f"{job.name}:{progress['epochs_done']}{'+' if 'in_epoch' in progress else ''}")
+        trainer.ctx.barrier()
+
+
+class EvalHook(Hook):
+    """Test top-1 and shot groups every ``every`` epochs, into the epoch's record."""
+
+    def __init__(self, evaluate: Callable[[], dict], every: int):
+        self.evaluate, self.every = evaluate, every
+
+    def after_epoch(self, trainer: Trainer, stats: dict) -> None:
+        if stats["epoch"] % self.every == 0:
+            stats.update({f"test_{k}": v for k, v in self.evaluate().items()
+                          if k in ("top1", "many", "medium", "few") and v is not None})
+
+
+class ReportHook(Hook):
+    """The epoch's log line, and its scalars in TensorBoard (rank 0)."""
+
+    def __init__(self):
+        self.writer = None
+
+    def before_train(self, trainer: Trainer) -> None:
+        if trainer.ctx.is_main and not trainer.progress["complete"]:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(str(trainer.job.log_dir), purge_step=trainer.progress["epochs_done"] or None)
+
+    def after_epoch(self, trainer: Trainer, stats: dict) -> None:
+        job = trainer.job
+        test = f", test top1 {stats['test_top1']:.2f}%" if "test_top1" in stats else ""
+        log.info("%s epoch %d/%d: loss %.4f, train top1 %.2f%%, lr %.3g, %.1f s (%.0f items/s, %.0f%% waiting "
+                 "for data)%s", job.name, stats["epoch"], job.recipe.epochs, stats["loss"], stats["train_top1"],
+                 stats["lr"], stats["seconds"], stats["items"] / max(stats["seconds"], 1e-9),
+                 100 * stats["data_seconds"] / max(stats["seconds"], 1e-9), test)
+        if self.writer is not None:
+            for key, value in stats.items():
+                if key not in ("epoch", "items"):
+                    self.writer.add_scalar(key.replace("test_", "test/").replace("train_", "train/"), value,
+                                           stats["epoch"])
+            self.writer.flush()
+
+    def after_train(self, trainer: Trainer) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 def fit(job: StageJob, ctx: DistContext, opts: TrainOptions) -> dict:
-    """Train ``job`` for ``job.recipe.epochs`` epochs; returns its progress record.
-
-    Raises TrainingInterrupted after saving a mid-epoch checkpoint when SIGTERM arrives.
-    """
-    recipe = job.recipe
-    use_ddp = ctx.is_distributed
-    net = (DistributedDataParallel(job.trainable, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
-           if use_ddp else job.trainable)
-    optimizer = build_optimizer([p for p in job.trainable.parameters() if p.requires_grad], recipe)
-    sampler = build_sampler(job.sampler, job.dataset.targets, world_size=ctx.world_size, rank=ctx.rank,
-                            seed=opts.seed)
-    batch_size = recipe.batch_size // ctx.world_size          # recipes give the global batch
-    # A last batch of one sample would break BatchNorm in training mode: drop it then.
-    drop_last = len(sampler) % batch_size == 1
-    steps_per_epoch = len(sampler) // batch_size if drop_last else math.ceil(len(sampler) / batch_size)
-
-    def make_loader(indices) -> DataLoader:
-        return DataLoader(job.dataset, batch_size=batch_size, sampler=indices, drop_last=drop_last,
-                          **loader_options(opts, ctx.device))
-    loader = make_loader(sampler)
-    scheduler = build_scheduler(optimizer, recipe, steps_per_epoch)
-    scaler = torch.amp.GradScaler(ctx.device.type, enabled=opts.amp == "fp16")
-
-    progress = {"epochs_done": 0, "complete": False, "history": [], "nonfinite_skipped": 0, "train_seconds": 0.0}
-    if opts.resume and job.checkpoint_path.exists():
-        progress = _restore(job, ctx, optimizer, scheduler, scaler)
-        partial = progress.get("in_epoch")
-        log.info("%s: resumed from %s after epoch %d%s", job.name, job.checkpoint_path, progress["epochs_done"],
-                 f", step {partial['steps']}" if partial else "")
-    if progress["complete"]:
-        return progress
-
-    writer = (SummaryWriter(str(job.log_dir), purge_step=progress["epochs_done"] or None)
-              if ctx.is_main else None)
-    try:
-        with GracefulStop(ctx) as stop:
-            for epoch in range(progress["epochs_done"], recipe.epochs):
-                seed_everything(derive_seed(opts.seed, job.index, epoch, ctx.rank))
-                sampler.set_epoch(epoch)
-                partial = progress.pop("in_epoch", None)
-                # a SIGTERM checkpoint: the same epoch order, minus the steps already taken
-                epoch_loader = (make_loader(list(sampler)[partial["steps"] * batch_size:]) if partial else loader)
-                stats = _train_epoch(job, net, optimizer, scheduler, scaler, epoch_loader, ctx, opts, epoch,
-                                     stop, partial)
-                if "interrupted" in stats:
-                    progress["in_epoch"] = stats["interrupted"]
-                    _save(job, ctx, optimizer, scheduler, scaler, progress)
-                    raise TrainingInterrupted(
-                        f"{job.name}: SIGTERM, checkpoint saved at epoch {epoch + 1}, step "
-                        f"{stats['interrupted']['steps']}/{steps_per_epoch} in {job.checkpoint_path}; "
-                        "run the same command with resume=true to continue")
-                ctx.broadcast_buffers(job.model)
-                if job.evaluate is not None and opts.eval_every and (epoch + 1) % opts.eval_every == 0:
-                    stats.update({f"test_{k}": v for k, v in job.evaluate().items()
-                                  if k in ("top1", "many", "medium", "few") and v is not None})
-                progress["history"].append(stats)
-                progress["nonfinite_skipped"] += stats["skipped"]
-                progress["train_seconds"] += stats["seconds"]
-                progress["epochs_done"] = epoch + 1
-                progress["complete"] = epoch + 1 == recipe.epochs
-                _report(job, stats, writer)
-                _save(job, ctx, optimizer, scheduler, scaler, progress)
-                failpoint(f"{job.name}.epoch_end:{epoch + 1}")
-    finally:
-        if writer is not None:
-            writer.close()
-    return progress
-
-
-def _report(job: StageJob, stats: dict, writer: SummaryWriter | None) -> None:
-    epoch = stats["epoch"]
-    test = f", test top1 {stats['test_top1']:.2f}%" if "test_top1" in stats else ""
-    log.info("%s epoch %d/%d: loss %.4f, train top1 %.2f%%, lr %.3g, %.1f s (%.0f items/s, %.0f%% waiting "
-             "for data)%s", job.name, epoch, job.recipe.epochs, stats["loss"], stats["train_top1"], stats["lr"],
-             stats["seconds"], stats["items"] / max(stats["seconds"], 1e-9),
-             100 * stats["data_seconds"] / max(stats["seconds"], 1e-9), test)
-    if writer is not None:
-        for key, value in stats.items():
-            if key not in ("epoch", "items"):
-                writer.add_scalar(key.replace("test_", "test/").replace("train_", "train/"), value, epoch)
-        writer.flush()
+    """Train ``job`` for ``job.recipe.epochs`` epochs with the standard hooks; its progress record.
+    Hook order: the evaluation's metrics join the epoch's record before it is reported and saved."""
+    evaluation = [EvalHook(job.evaluate, opts.eval_every)] if job.evaluate is not None and opts.eval_every else []
+    return Trainer(job, ctx, opts, [*evaluation, ReportHook(), CheckpointHook()]).fit()
 
 
 def _rng_state() -> dict:
@@ -207,73 +355,6 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     kind, keys, pos, has_gauss, gauss = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-
-
-def _train_epoch(job: StageJob, net: nn.Module, optimizer, scheduler, scaler, loader: DataLoader,
-                 ctx: DistContext, opts: TrainOptions, epoch: int, stop: GracefulStop,
-                 partial: dict | None = None) -> dict:
-    """One epoch (or, after a SIGTERM checkpoint, its remaining steps)."""
-    job.train_mode()
-    device, amp_dtype = ctx.device, AMP_DTYPES[opts.amp]
-    # loss * n, correct, n, skipped steps: all-reduced sums of the steps before a SIGTERM
-    # checkpoint are carried by rank 0, so the final all-reduce counts them once
-    totals = torch.zeros(4, dtype=torch.float64, device=device)
-    if partial is not None and ctx.is_main:
-        totals += torch.tensor(partial["totals"], dtype=torch.float64, device=device)
-    first_step = partial["steps"] if partial else 0
-    lr = optimizer.param_groups[0]["lr"]
-    start = time.perf_counter() - (partial["seconds"] if partial else 0.0)
-    data_wait = partial["data_seconds"] if partial else 0.0
-    batches = iter(loader)                       # draws the workers' base seed, then:
-    if partial is not None:
-        _set_rng_state(partial["rng"])          # the RNG exactly as at the SIGTERM
-    waiting_since = time.perf_counter()          # time spent waiting for the DataLoader
-    bar = progress_bar(batches, opts.progress and ctx.is_main, f"{job.name} epoch {epoch + 1}/{job.recipe.epochs}",
-                       total=len(loader))
-    step = first_step
-    for step, (inputs, labels) in enumerate(bar, start=first_step + 1):
-        data_wait += time.perf_counter() - waiting_since
-        inputs = inputs.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        if opts.channels_last and inputs.dim() == 4:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            if job.frozen is not None:
-                with torch.no_grad():
-                    inputs = job.frozen(inputs)
-            logits = net(inputs)
-        loss = job.loss_fn(logits, labels)   # activations compute losses in float32
-        if _all_finite(loss, ctx, opts.skip_nonfinite):
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            n = labels.numel()
-            totals += torch.stack([loss.detach().double() * n, (logits.argmax(1) == labels).sum().double(),
-                                   torch.tensor(float(n), dtype=torch.float64, device=device),
-                                   torch.zeros((), dtype=torch.float64, device=device)])
-            if step % 20 == 1:
-                bar.set_postfix(loss=f"{loss.item():.4f}")
-        elif opts.skip_nonfinite:
-            totals[3] += 1             # as if the batch had not been drawn: no update, no lr step
-            optimizer.zero_grad(set_to_none=True)
-        else:
-            raise NonFiniteLossError(
-                f"{job.name}: loss is {loss.item()} at epoch {epoch + 1}/{job.recipe.epochs}, "
-                f"batch {step}/{first_step + len(loader)} (optimizer step {scheduler.last_epoch}); "
-                f"train.skip_nonfinite=true skips such steps and counts them in the records")
-        failpoint(f"{job.name}.step:{epoch + 1}:{step}")
-        if stop.agreed() and step < first_step + len(loader):
-            ctx.all_reduce_sum(totals)
-            return {"interrupted": {"epoch": epoch, "steps": step, "totals": totals.tolist(), "rng": _rng_state(),
-                                    "seconds": time.perf_counter() - start, "data_seconds": data_wait}}
-        waiting_since = time.perf_counter()
-    ctx.all_reduce_sum(totals)
-    loss_sum, correct, seen, skipped = (float(v) for v in totals)
-    return {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "train_top1": 100.0 * correct / max(seen, 1),
-            "lr": lr, "seconds": time.perf_counter() - start, "data_seconds": data_wait, "items": int(seen),
-            "skipped": int(skipped)}
 
 
 def _all_finite(loss: Tensor, ctx: DistContext, agree: bool) -> bool:

@@ -1,16 +1,5 @@
-"""Stage-2 methods: how the classifier on the frozen backbone is rebalanced.
-
-- ``retrain``: retrain the classifier with ``stage2.activation`` (GOL: Gumbel; softmax is
-  the plain decoupled baseline), with ``stage2.sampler``.
-- ``crt``: classifier re-training (Kang et al., ICLR 2020): a re-initialised classifier,
-  softmax cross-entropy, class-balanced sampling.
-- ``lws``: learnable weight scaling (Kang et al.): the classifier kept, one scale per class
-  learned (initialised to 1) with softmax cross-entropy and class-balanced sampling.
-- ``tau_norm``: tau-normalisation (Kang et al.), post hoc: w_i <- w_i / ||w_i||^tau, tau
-  chosen on the val split (grid 0, 0.1, ..., 2) unless ``stage2.tau`` is given.
-- ``logit_adjust``: post-hoc logit adjustment (Menon et al., ICLR 2021): logits minus
-  tau * log(training prior), tau = ``stage2.tau`` or 1.
-"""
+"""Tensor operations on a linear classifier that stage-2 methods use: LWS's per-class scales,
+tau-normalisation and its choice of tau, post-hoc logit adjustment."""
 from __future__ import annotations
 
 import logging
@@ -21,8 +10,6 @@ from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
 
-STAGE2_METHODS = ("retrain", "crt", "lws", "tau_norm", "logit_adjust")
-TRAINED = ("retrain", "crt", "lws")
 TAU_GRID = [round(0.1 * i, 1) for i in range(21)]
 
 

@@ -1,0 +1,51 @@
+"""Checks of a task=lvis config, before mmdet is imported (``check_detection_config``: no torch)
+and before any annotation is read (``validate_detection``: the loss and the activation agree)."""
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from lt_bench.errors import ConfigError
+from lt_bench.errors import check_one_of as one_of
+from lt_bench.errors import check_positive_int as positive_int
+from lt_bench.registries import ACTIVATIONS, CLASSIFIER_INITS, DETECTION_LOSSES
+from lt_bench.run_folder import REPO
+
+# LVIS version -> mmdet dataset type, image prefix of train and val (v1 reads paths from
+# coco_url), the EQL/DropLoss frequency threshold lambda of the papers
+LVIS_VERSIONS = {
+    "v1": ("LVISV1Dataset", "", "", 0.0011),
+    "v0.5": ("LVISV05Dataset", "train2017/", "val2017/", 0.00177),
+}
+EVALUATORS = ("fast", "lvis")
+SCORINGS = ("auto", "activation", "softmax")
+
+
+def check_detection_config(cfg: DictConfig) -> None:
+    one_of("task.version", cfg.task.version, LVIS_VERSIONS)
+    one_of("detection.evaluator", cfg.detection.evaluator, EVALUATORS)
+    ACTIVATIONS.check(cfg.activation)
+    CLASSIFIER_INITS.check(cfg.detection.classifier_init, "detection.classifier_init")
+    one_of("detection.scoring", cfg.detection.scoring, SCORINGS)
+    positive_int("detection.batch_size (images per iteration over all GPUs)", cfg.detection.batch_size)
+    if cfg.detection.val_images is not None:
+        positive_int("detection.val_images", cfg.detection.val_images)
+    if cfg.get("detector") is None:
+        raise ConfigError("task=lvis needs a detector (detector=mask_rcnn_r50, gol_r50, ...)")
+    DETECTION_LOSSES.check(cfg.detector.loss)
+    if not (REPO / cfg.detector.mmdet_config).is_file():
+        raise ConfigError(f"detector.mmdet_config={cfg.detector.mmdet_config}: no such file under the repository")
+    if cfg.imbalance is not None:
+        raise ConfigError(f"task lvis has a fixed long-tailed split; remove imbalance={cfg.imbalance}")
+
+
+def validate_detection(cfg: DictConfig) -> None:
+    """What needs the loss classes and the activations (torch, not mmdet)."""
+    from lt_bench.activations import configured_activation
+    loss = DETECTION_LOSSES.get(cfg.detector.loss).cls
+    activation = configured_activation(cfg, cfg.activation)
+    if loss.binary_only and not activation.binary:
+        raise ConfigError(f"detector {cfg.detector.name} uses {cfg.detector.loss}, which drops per-class "
+                          f"negative terms: activation must be sigmoid or gumbel, not {cfg.activation}")
+    if cfg.detection.scoring == "softmax" and not loss.background_logit:
+        raise ConfigError(f"detection.scoring=softmax needs the C + 1 outputs of activation_ce; detector "
+                          f"{cfg.detector.name} uses {cfg.detector.loss} (C outputs, no background logit)")

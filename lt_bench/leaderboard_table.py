@@ -1,0 +1,267 @@
+"""The leaderboard's tables: every run's results.json gathered into one table per kind, beside
+the paper.
+
+Rows are methods, columns are (task, imbalance or LVIS version, model).  Seeds of one
+configuration (same ``setup_hash``) are averaged; two configurations never share a cell,
+so an extra one gets its own row.  The paper's numbers (``reference_results.json``) are
+reference rows, and each of our cells shows ours minus the paper's.  Rendering is in
+``leaderboard_render``, the commands in ``leaderboard``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from lt_bench.errors import ConfigError, DataError
+from lt_bench.records import RESULTS_FILE, read_records
+from lt_bench.shots import SHOT_GROUPS
+
+REFERENCE_FILE = Path(__file__).resolve().parent / "reference_results.json"
+KINDS = ("classification", "detection")
+METRICS = {"classification": ("top1", "top5", *SHOT_GROUPS, "ece"),
+           "detection": ("AP", "APr", "APc", "APf", "APbox")}
+DEFAULT_METRICS = {"classification": ("top1",), "detection": METRICS["detection"]}
+# the field that tells the columns of one task and model apart
+SETTING = {"classification": "imbalance", "detection": "version"}
+REQUIRED = {"classification": ("task", "imbalance", "model", "stage", "method"),
+            "detection": ("task", "version", "model", "method")}
+
+
+@dataclass(frozen=True)
+class Column:
+    kind: str
+    task: str
+    setting: float | str | None      # imbalance (classification) or LVIS version (detection)
+    model: str
+
+    @property
+    def label(self) -> str:
+        if self.setting is None:
+            return f"{self.task} {self.model}"
+        if self.kind == "classification":
+            return f"{self.task} ib={self.setting:g} {self.model}"
+        return f"{self.task} {self.setting} {self.model}"
+
+    def sort_key(self) -> tuple:
+        number = isinstance(self.setting, float)
+        return self.task, self.setting is not None, self.setting if number else 0.0, str(self.setting), self.model
+
+
+@dataclass(frozen=True)
+class Row:
+    stage: int | None
+    method: str
+    setup: str | None = None          # set on a row holding an extra configuration
+    reference: bool = False           # the paper's numbers
+    protocol: str | None = None       # how it was measured, when not the plain way (see ``protocol``)
+
+    @property
+    def label(self) -> str:
+        method = self.method + (f" [{self.protocol}]" if self.protocol else "")
+        if self.reference:
+            return f"{method} (paper)"
+        label = method if self.stage is None else f"{method} (stage {self.stage})"
+        return label + (f" [cfg {self.setup[:6]}]" if self.setup else "")
+
+    def sort_key(self) -> tuple:
+        return (self.reference, -1 if self.stage is None else self.stage, self.method, self.protocol or "",
+                self.setup is not None, self.setup or "")
+
+
+def protocol(record: dict) -> str | None:
+    """What makes a number comparable only with numbers measured the same way; a record (or
+    paper entry) is compared with the paper only on an equal protocol.  Detection: scores
+    other than the activation's own (GOL's sigmoid rows were scored by a softmax over the
+    C + 1 logits), and evaluation on a subset of the val images."""
+    if record.get("kind") != "detection":
+        return None
+    parts = []
+    scoring, activation = record.get("scoring"), record.get("activation") or record.get("method")
+    if scoring and scoring != activation:
+        parts.append(f"{scoring} scores")
+    if record.get("eval_subset"):
+        parts.append(f"val subset of {record.get('eval_images')} images")
+    return ", ".join(parts) or None
+
+
+@dataclass
+class Cell:
+    mean: float | None = None
+    std: float | None = None          # sample std; None for a single run
+    n: int | None = None              # seeds with a value; None on reference rows
+    paper: float | None = None
+    delta: float | None = None        # mean - paper
+    setup_hash: str | None = None
+    sources: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Table:
+    kind: str
+    metrics: tuple[str, ...]
+    columns: list[Column]
+    rows: list[Row]
+    cells: dict[tuple[Row, Column, str], Cell]
+
+    def cell(self, row: Row, column: Column, metric: str) -> Cell:
+        return self.cells.get((row, column, metric)) or Cell()
+
+
+def collect_records(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
+    """The records of every results.json under ``paths`` (folders searched recursively, or
+    the files themselves), each with a ``source`` key naming its file."""
+    files: list[Path] = []
+    seen: set[Path] = set()           # a file named twice (runs/ and runs/a) is read once
+    for path in map(Path, paths):
+        if not path.exists():
+            raise DataError(f"{path}: no such file or folder")
+        found = sorted(path.rglob(RESULTS_FILE)) if path.is_dir() else [path]
+        if not found:
+            raise DataError(f"{path}: no {RESULTS_FILE} in this folder or below")
+        for file in found:
+            if file.resolve() not in seen:
+                seen.add(file.resolve())
+                files.append(file)
+    records = []
+    for file in files:
+        for record in read_records(file):
+            if not isinstance(record, dict):
+                raise DataError(f"{file}: a record is a {type(record).__name__}, not an object")
+            records.append({**record, "source": str(file)})
+    return records
+
+
+def load_references(path: str | os.PathLike = REFERENCE_FILE) -> list[dict[str, Any]]:
+    """The paper's numbers: entries shaped like our records, with ``kind`` always given."""
+    try:
+        entries = json.loads(Path(path).read_text())["entries"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise DataError(f"{path}: not a reference file with an 'entries' list ({err})") from err
+    seen = set()
+    for i, entry in enumerate(entries):
+        kind = entry.get("kind") if isinstance(entry, dict) else None
+        if kind not in KINDS:
+            raise DataError(f"{path}: entry {i} has kind {kind!r}, expected one of {', '.join(KINDS)}")
+        entry.setdefault("stage", None)
+        key = (_column(entry, kind, f"{path}: entry {i}"), entry["stage"], entry["method"], protocol(entry))
+        if key in seen:
+            raise DataError(f"{path}: entry {i} repeats {key}")
+        seen.add(key)
+        for metric in METRICS[kind]:
+            _number(entry, metric, f"{path}: entry {i}")
+    return entries
+
+
+def _number(record: dict, metric: str, where: str) -> float | None:
+    value = record.get(metric)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise DataError(f"{where}: {metric} is {value!r}, not a finite number")
+    return float(value)
+
+
+def _column(record: dict, kind: str, where: str) -> Column:
+    missing = [k for k in REQUIRED[kind] if k not in record]
+    if missing:
+        raise DataError(f"{where}: a {kind} record lacks {', '.join(missing)}")
+    setting = record[SETTING[kind]]
+    if kind == "classification" and setting is not None:
+        if isinstance(setting, bool) or not isinstance(setting, (int, float)):
+            raise DataError(f"{where}: imbalance is {setting!r}, not a number")
+        setting = float(setting)
+    return Column(kind, str(record["task"]), setting, str(record["model"]))
+
+
+def _kind(record: dict) -> str:
+    kind = record.get("kind") or "classification"
+    if kind not in KINDS:
+        raise DataError(f"{record['source']}: record kind {kind!r}, expected one of {', '.join(KINDS)}")
+    return kind
+
+
+def split_metrics(metrics: Sequence[str] | str | None) -> dict[str, tuple[str, ...]]:
+    """The metrics of each kind: those named (e.g. top1,many or AP,APr), else the defaults."""
+    if isinstance(metrics, str):
+        metrics = [m.strip() for m in metrics.split(",") if m.strip()]
+    metrics = tuple(metrics or ())
+    known = {m for kind in KINDS for m in METRICS[kind]}
+    unknown = [m for m in metrics if m not in known]
+    if unknown:
+        raise ConfigError(f"unknown leaderboard metric {', '.join(map(repr, unknown))}; "
+                          f"valid: {', '.join(m for kind in KINDS for m in METRICS[kind])}")
+    return {kind: tuple(m for m in metrics if m in METRICS[kind]) or DEFAULT_METRICS[kind] for kind in KINDS}
+
+
+def _aggregate(records: list[dict], metric: str, setup: str) -> Cell:
+    """Mean and sample std over seeds.  Records of one seed are one draw run again (e.g. the
+    stage 1 that each stage-2 variant of a sweep trains for itself): they are averaged into
+    one value first, so n counts seeds and the std is not shrunk by the copies."""
+    per_seed: dict[object, list[float]] = defaultdict(list)
+    for i, r in enumerate(records):
+        if (v := _number(r, metric, r["source"])) is not None:
+            per_seed[r.get("seed", f"record {i}")].append(v)
+    values = [statistics.fmean(v) for v in per_seed.values()]
+    return Cell(mean=statistics.fmean(values) if values else None,
+                std=statistics.stdev(values) if len(values) > 1 else None,
+                n=len(values), setup_hash=setup, sources=[r["source"] for r in records])
+
+
+def _build_table(kind: str, records: list[dict], references: list[dict], metrics: tuple[str, ...]) -> Table:
+    groups: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for record in records:
+        column = _column(record, kind, record["source"])
+        if not record.get("setup_hash"):
+            raise DataError(f"{record['source']}: a {kind} record lacks setup_hash (which seeds are repeats)")
+        groups[(record.get("stage"), str(record["method"]), protocol(record), column)][
+            str(record["setup_hash"])].append(record)
+    cells: dict[tuple[Row, Column, str], Cell] = {}
+    for (stage, method, measured, column), setups in groups.items():
+        # the first configuration run keeps the plain row; later ones get rows of their own
+        ordered = sorted(setups, key=lambda h: (min(str(r.get("created") or "") for r in setups[h]), h))
+        for i, setup in enumerate(ordered):
+            row = Row(stage, method, None if i == 0 else setup, protocol=measured)
+            for metric in metrics:
+                cells[(row, column, metric)] = _aggregate(setups[setup], metric, setup)
+    columns = sorted({c for (_, c, _) in cells}, key=Column.sort_key)
+    ours = {r for (r, _, _) in cells}
+    for entry in (e for e in references if e["kind"] == kind):
+        ref_column = _column(entry, kind, "reference entry")
+        for column in columns:
+            if (column.task, column.model) != (ref_column.task, ref_column.model) or \
+                    ref_column.setting not in (None, column.setting):
+                continue
+            for metric in metrics:
+                if (paper := entry.get(metric)) is None:
+                    continue
+                measured = protocol(entry)
+                cells[(Row(entry["stage"], entry["method"], reference=True, protocol=measured), column, metric)] = \
+                    Cell(mean=float(paper), paper=float(paper))
+                for row in (r for r in ours
+                            if (r.stage, r.method, r.protocol) == (entry["stage"], entry["method"], measured)):
+                    cell = cells.setdefault((row, column, metric), Cell())
+                    cell.paper = float(paper)
+                    cell.delta = None if cell.mean is None else cell.mean - cell.paper
+    rows = sorted({r for (r, _, _) in cells}, key=Row.sort_key)
+    return Table(kind, metrics, columns, rows, cells)
+
+
+def build_leaderboard(paths: Iterable[str | os.PathLike], metrics: Sequence[str] | str | None = None,
+                      references: list[dict] | None = None) -> list[Table]:
+    """One table per kind found in ``paths`` (classification first)."""
+    paths = list(paths)
+    records = collect_records(paths)
+    if not records:
+        raise DataError(f"no records in {', '.join(map(str, paths))} (every results.json is empty)")
+    references = load_references() if references is None else references
+    per_kind = split_metrics(metrics)
+    by_kind: dict[str, list[dict]] = {kind: [] for kind in KINDS}
+    for record in records:
+        by_kind[_kind(record)].append(record)
+    return [_build_table(kind, recs, references, per_kind[kind]) for kind, recs in by_kind.items() if recs]

@@ -1,0 +1,116 @@
+"""Where things are: the repository, a run folder's layout, and a configuration's identity.
+
+A leaf both tracks use (classification and detection), importing only OmegaConf: the layout of
+a run folder (``RunFolder``) and the config hash are spelt out here and nowhere else.
+
+    <run>/config.yaml                 the resolved configuration
+    <run>/results.json                one record per evaluated model (records.py)
+    <run>/checkpoints/stage{1,2}.pt   atomic checkpoints (resume, stage=2, plots)
+    <run>/tensorboard/stage{1,2}/     per-epoch curves and final metrics
+    <run>/cache/                      stage-2 feature cache
+    <run>/*.png                       analysis plots (plots.py)
+    <run>/lvis_categories.json, lvis_val_subset.json   detection: rank 0's reading of the annotations
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from lt_bench.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent       # the repository (configs/, run.py, data_splits/)
+CONFIG_DIR = REPO / "configs"
+RESULTS_FILE = "results.json"
+PLOTS = {"per_class_accuracy": "per_class_accuracy.png", "weight_norms": "weight_norms.png",
+         "activations": "activations.png"}
+
+# Keys that say where and how a run executes, not what it computes: excluded from the hash.
+RUNTIME_KEYS = ("out_dir", "resume", "progress", "mode", "stage", "stage1.checkpoint", "device",
+                "data.root", "data.splits_dir", "data.download", "data.num_workers", "data.persistent_workers",
+                "data.prefetch_factor", "distributed", "check_data", "leaderboard", "plots")
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The files of one run."""
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def results(self) -> Path:
+        return self.root / RESULTS_FILE
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    def checkpoint(self, stage: int) -> Path:
+        return self.checkpoints / f"stage{stage}.pt"
+
+    def tensorboard(self, stage: int) -> Path:
+        return self.root / "tensorboard" / f"stage{stage}"
+
+    @property
+    def feature_cache(self) -> Path:
+        return self.root / "cache"
+
+    def plot(self, name: str) -> Path:
+        return self.root / PLOTS[name]
+
+    @property
+    def lvis_categories(self) -> Path:
+        return self.root / "lvis_categories.json"
+
+    @property
+    def lvis_val_subset(self) -> Path:
+        return self.root / "lvis_val_subset.json"
+
+
+def resolve_out_dir(cfg: DictConfig) -> Path:
+    """``out_dir`` if set, else the folder Hydra made for this run (or multirun job)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+        hydra_cfg = HydraConfig.get()
+    except ValueError:  # composed without Hydra's runtime (tests, notebooks)
+        hydra_cfg = None
+    if hydra_cfg is not None and hydra_cfg.mode == RunMode.MULTIRUN and cfg.out_dir:
+        raise ConfigError("out_dir would be shared by every job of this multirun; leave it unset "
+                          "(each job writes to its own folder under hydra.sweep.dir)")
+    if cfg.out_dir:
+        return Path(cfg.out_dir)
+    if hydra_cfg is None:
+        raise ConfigError("out_dir is required when the config is not run through run.py")
+    return Path(hydra_cfg.runtime.output_dir)
+
+
+def _drop(container: dict, dotted: str) -> None:
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        container = container.get(p, {})
+        if not isinstance(container, dict):
+            return
+    container.pop(leaf, None)
+
+
+def config_hash(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> str:
+    """sha256 (first 16 hex digits) of the resolved config without its runtime keys: two
+    runs with the same hash train the same thing.  ``exclude=("seed",)`` gives the hash
+    shared by the seeds of one setup."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    container.pop("hydra", None)
+    for key in RUNTIME_KEYS + tuple(exclude):
+        _drop(container, key)
+    blob = json.dumps(container, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,140 @@
+"""Configuration checks, before any data is read.
+
+Two phases.  ``check_config`` runs right after Hydra composes the config and imports nothing
+heavy (no torch): every name is checked against its registry's listing (``Registry.names``
+reads the sources), every closed choice against its values, so a typo fails in about a second
+and names the valid values.  Hydra has already refused unknown keys and option files, and the
+typed recipes (``stages/recipes.py``, ``stages/methods/``) have refused values of the wrong
+type.  ``validate`` adds what needs the libraries (timm's model names, the activations'
+options, the device).  Detection has its own checks in ``lt_bench.detection.validate``.
+"""
+from __future__ import annotations
+
+from numbers import Number
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from lt_bench.errors import ConfigError
+from lt_bench.errors import check_one_of as one_of
+from lt_bench.errors import check_positive_int as positive_int
+
+MODES = ("train", "check_data", "leaderboard")
+STAGES = ("all", "1", "2")
+DEVICES = ("auto", "cpu", "cuda")
+STAGE2_INITS = ("stage1", "reinit")
+KINDS = ("classification", "detection")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """The checks that need no heavy import; ConfigError names the first bad value."""
+    one_of("mode", cfg.mode, MODES)
+    if cfg.mode == "leaderboard":
+        return                      # reads records only; the leaderboard checks its own options
+    one_of("device", cfg.device, DEVICES)
+    one_of("task.kind", cfg.task.get("kind", "classification"), KINDS)
+    if cfg.task.get("kind") == "detection":
+        one_of("mode for task lvis", cfg.mode, ("train",))
+        from lt_bench.detection.validate import check_detection_config
+        return check_detection_config(cfg)
+    _check_classification(cfg)
+
+
+def _check_classification(cfg: DictConfig) -> None:
+    from lt_bench.registries import ACTIVATIONS, AMP_MODES, DATASETS, TRANSFORMS
+    one_of("stage", str(cfg.stage), STAGES)
+    DATASETS.check(cfg.task.dataset)
+    TRANSFORMS.check(cfg.task.transform)
+    if cfg.task.fixed_split:
+        if cfg.imbalance is not None:
+            raise ConfigError(f"task {cfg.task.name} has a fixed long-tailed split (its split files); "
+                              f"remove imbalance={cfg.imbalance}")
+    elif cfg.imbalance is None or not isinstance(cfg.imbalance, Number) or cfg.imbalance < 1:
+        raise ConfigError(f"imbalance must be a number >= 1 for task {cfg.task.name}, got {cfg.imbalance!r}")
+    one_of(f"eval.split for task {cfg.task.name}", cfg.eval.split, cfg.task.eval_splits)
+    pretrained = cfg.model.get("pretrained")
+    if pretrained not in (None, "timm") and not Path(pretrained).expanduser().is_file():
+        raise ConfigError(f"model.pretrained={pretrained}: file not found (use a weights file, 'timm' "
+                          "to download timm's weights, or null for a random init)")
+    for name in cfg.get("activations", {}):
+        ACTIVATIONS.check(name, "activation in activations.<name>")
+    _check_stage1(cfg.stage1)
+    _check_stage2(cfg.stage2, cfg.task)
+    AMP_MODES.check(cfg.train.amp)
+    if str(cfg.stage) == "2" and not cfg.stage1.checkpoint:
+        raise ConfigError("stage=2 retrains the classifier of a stage-1 model: pass stage1.checkpoint=PATH")
+
+
+def _check_recipe(stage: str, recipe: DictConfig) -> None:
+    from lt_bench.registries import SCHEDULES
+    SCHEDULES.check(recipe.schedule, f"{stage}.schedule")
+    positive_int(f"{stage}.epochs", recipe.epochs)
+    positive_int(f"{stage}.batch_size", recipe.batch_size)
+    if not isinstance(recipe.lr, Number) or recipe.lr <= 0:
+        raise ConfigError(f"{stage}.lr must be a positive number, got {recipe.lr!r}")
+
+
+def _check_stage1(recipe: DictConfig) -> None:
+    from lt_bench.registries import ACTIVATIONS, STAGE1_LOSSES
+    _check_recipe("stage1", recipe)
+    STAGE1_LOSSES.check(recipe.loss)
+    ACTIVATIONS.check(recipe.activation, "stage1.activation")
+
+
+def _check_stage2(recipe: DictConfig, task: DictConfig) -> None:
+    """The stage2 node must be a method's own recipe (``stage2=<method>``), with valid names."""
+    from dataclasses import fields
+
+    from lt_bench.registries import ACTIVATIONS, CLASSIFIER_INITS, SAMPLERS, STAGE2_METHODS
+    STAGE2_METHODS.check(recipe.get("method"), "stage2.method")
+    method = STAGE2_METHODS.get(recipe.method).cls
+    known = {f.name for f in fields(method.Settings)}
+    foreign = sorted(set(recipe) - known)
+    if foreign:
+        raise ConfigError(f"stage2={recipe.method} has no setting {', '.join(foreign)} (its settings: "
+                          f"{', '.join(sorted(known))}); choose another method with stage2=<method>, "
+                          "not stage2.method=")
+    _check_recipe("stage2", recipe)
+    if "activation" in recipe:
+        ACTIVATIONS.check(recipe.activation, "stage2.activation")
+    if "sampler" in recipe:
+        SAMPLERS.check(recipe.sampler, "stage2.sampler")
+    if "init" in recipe:
+        one_of("stage2.init", recipe.init, STAGE2_INITS)
+    if "reinit_scheme" in recipe:
+        CLASSIFIER_INITS.check(recipe.reinit_scheme, "stage2.reinit_scheme")
+    if "loss_scale" in recipe:
+        scale = recipe.loss_scale
+        if scale != "per_class" and not (isinstance(scale, Number) and not isinstance(scale, bool) and scale > 0):
+            raise ConfigError(f"stage2.loss_scale must be 'per_class' or a positive number, got {scale!r}")
+    method.check(recipe, task)
+
+
+def check_batch_sizes(cfg: DictConfig, world_size: int) -> None:
+    """Batch sizes are global (over all ranks), so a recipe means the same on any world size."""
+    for stage in ("stage1", "stage2"):
+        size = cfg[stage].batch_size
+        if size % world_size:
+            raise ConfigError(f"{stage}.batch_size={size} is the global batch: it must divide evenly "
+                              f"over {world_size} ranks")
+
+
+def validate(cfg: DictConfig) -> None:
+    """``check_config``, then the checks that import the libraries (models, activations, device)."""
+    check_config(cfg)
+    if cfg.mode == "leaderboard":
+        return
+    if cfg.task.get("kind") == "detection":
+        from lt_bench.detection.validate import validate_detection
+        return validate_detection(cfg)
+    from lt_bench.activations import configured_activation
+    from lt_bench.distributed import resolve_device
+    from lt_bench.models import build_model, is_known_model
+    from lt_bench.registries import AMP_MODES
+    if not is_known_model(cfg.model.name):
+        build_model(cfg.model.name, 2)          # raises with the list of valid names
+    for name in cfg.get("activations", {}):
+        configured_activation(cfg, name)
+    device = resolve_device(cfg.device)
+    if AMP_MODES.get(cfg.train.amp).cls.needs_cuda and device.type != "cuda":
+        raise ConfigError(f"train.amp={cfg.train.amp} needs a CUDA device; use train.amp=bf16 or none on CPU")
