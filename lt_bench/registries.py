@@ -15,7 +15,7 @@ that a config is checked against these names before torch is imported (``lt_benc
 | AMP_MODES | train.amp | stages/precision.py |
 | DATASETS | task.dataset | data/ |
 | TRANSFORMS | task.transform | data/transforms.py |
-| DETECTION_LOSSES | detector.loss | detection/losses.py |
+| DETECTION_LOSSES | detector.loss | detection/losses/ |
 """
 from __future__ import annotations
 

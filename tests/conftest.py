@@ -22,3 +22,20 @@ def make_cfg(tmp_path):
             return compose("config", overrides=[f"out_dir={out_dir or tmp_path / 'run'}", "progress=false",
                                                 *overrides])
     return make
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """A tiny ImageNet-LT-style tree: Tiny_LT_{train,val,test}.txt and their JPEGs (6 classes);
+    tests.helpers.splits.tiny_overrides points a config at it."""
+    from lt_bench.data.synthetic import write_split_tree
+    return write_split_tree(tmp_path / "tree", prefix="Tiny_LT")
+
+
+@pytest.fixture(scope="module")
+def v1_stats(tmp_path_factory):
+    """LVIS v1 category statistics (1,203 categories) and their summary file, as run.py writes it."""
+    from lt_bench.detection.categories import load_category_stats, save_category_stats
+    from tests.helpers.lvis import SHARED_LVIS
+    stats = load_category_stats(SHARED_LVIS / "lvis_v1_categories_with_counts.json", num_images=99_388)
+    return stats, str(save_category_stats(stats, tmp_path_factory.mktemp("cats") / "lvis_categories.json"))

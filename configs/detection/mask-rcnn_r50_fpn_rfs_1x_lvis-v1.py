@@ -12,7 +12,7 @@ model = dict(
             # so they are listed first, unchanged (and in mmdet's order: the random stream stays
             # stock mmdet's); then the paper's classifier init, weights 0.001 and bias -2 for
             # Gumbel (-6.5 for sigmoid and softmax), on fc_cls only.  run.py builds this list
-            # from mmdet's class itself; tests/test_detection_init.py checks both against stock.
+            # from mmdet's class itself; tests/unit/detection/test_init_like_stock.py checks both against stock.
             init_cfg=[
                 dict(type='Normal', std=0.01, override=dict(name='fc_cls')),
                 dict(type='Normal', std=0.001, override=dict(name='fc_reg')),

@@ -1,9 +1,9 @@
 """Registers the suite's losses, classifier initialiser and LVIS metric in mmdet's registries.
 
 mmengine imports this module through ``custom_imports = dict(imports=['lt_bench.detection.registry'])``
-in the detection configs, after which they name ``ActivationCrossEntropyLoss``, ``EQLLoss``,
-``DropLoss``, the ``ActivationClassifierInit`` initialiser and ``FastLVISMetric`` like any
-mmdet component.
+in the detection configs, after which they name every loss of ``DETECTION_LOSSES`` by its class
+(``ActivationCrossEntropyLoss``, ``EQLLoss``, ``DropLoss``, ...), the ``ActivationClassifierInit``
+initialiser and ``FastLVISMetric`` like any mmdet component.
 """
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from torch import nn
 
 from lt_bench.activations import build_activation, init_classifier
 from lt_bench.detection import fast_metric  # noqa: F401  (registers FastLVISMetric in mmdet's METRICS)
-from lt_bench.detection.losses import ActivationCrossEntropyLoss, DropLoss, EQLLoss
 from lt_bench.detection.lvis_compat import patch_lvis
+from lt_bench.registries import DETECTION_LOSSES
 
-for _loss in (ActivationCrossEntropyLoss, EQLLoss, DropLoss):
-    MODELS.register_module(module=_loss, force=True)
+for _name in DETECTION_LOSSES.names():   # every registered loss, under its class name (mmdet configs' type=)
+    MODELS.register_module(module=DETECTION_LOSSES.get(_name).cls, force=True)
 
 
 @WEIGHT_INITIALIZERS.register_module(force=True)

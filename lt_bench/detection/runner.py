@@ -27,15 +27,15 @@ import torch
 from omegaconf import DictConfig
 
 from lt_bench.activations import activation_options
-from lt_bench.registries import DETECTION_LOSSES
 from lt_bench.detection.annotations import check_lvis_annotations
-from lt_bench.detection.evaluation import SUMMARY_KEYS
 from lt_bench.detection.categories import (ANNOTATED_TRAIN_IMAGES, CategoryStats, category_stats,
                                            load_category_stats, save_category_stats)
+from lt_bench.detection.evaluation import SUMMARY_KEYS
 from lt_bench.detection.validate import LVIS_VERSIONS as VERSIONS
 from lt_bench.errors import ConfigError, DataError, LtBenchError
 from lt_bench.fileio import atomic_write_json
 from lt_bench.records import SCHEMA_VERSION, git_revision, upsert_record
+from lt_bench.registries import DETECTION_LOSSES
 from lt_bench.run_folder import REPO, RunFolder, config_hash, resolve_out_dir
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""Real LVIS annotations from ../shared with generated pixels, for detection tests."""
+"""Real LVIS annotations from ../shared with generated pixels, run.py's task=lvis overrides and
+mmdet's stock LVIS configs, for detection tests."""
 import json
 from pathlib import Path
 
@@ -17,3 +18,13 @@ def write_images(ann_file: Path, folder: Path) -> None:
     for img in json.loads(ann_file.read_text())["images"]:
         pixels = rng.integers(0, 255, (img["height"], img["width"], 3), dtype=np.uint8)
         Image.fromarray(pixels).save(folder / img["file_name"][-16:], quality=75)
+
+
+def lvis_overrides(tmp_path, *extra):
+    """task=lvis with the COCO images and LVIS annotations under tmp_path."""
+    return ("task=lvis", f"data.root={tmp_path / 'coco'}", f"data.lvis_dir={tmp_path / 'lvis'}", *extra)
+
+
+# mmdet's own LVIS v1 Mask R-CNN configs by backbone depth: the stock reference of the detection tests
+STOCK = {50: "mmdet::lvis/mask-rcnn_r50_fpn_sample1e-3_ms-1x_lvis-v1.py",
+         101: "mmdet::lvis/mask-rcnn_r101_fpn_sample1e-3_ms-1x_lvis-v1.py"}

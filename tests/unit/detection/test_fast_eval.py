@@ -23,7 +23,9 @@ from lt_bench.detection.fast_eval import FastLVISEval, fast_lvis_evaluate  # noq
 from lt_bench.detection.lvis_compat import patch_lvis  # noqa: E402
 from lt_bench.errors import DataError  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from tests.conftest import ROOT  # noqa: E402
+
+SHARED = ROOT.parent / "shared"
 LVIS_VAL_100 = SHARED / "data" / "lvis" / "lvis_v0.5_val_100.json"
 SYNTH = SHARED / "tools" / "lvis_synth.py"
 needs_sample = pytest.mark.skipif(not LVIS_VAL_100.is_file(), reason="../shared/data/lvis not present")

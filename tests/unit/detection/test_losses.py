@@ -2,7 +2,6 @@
 import csv
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,8 +11,7 @@ from lt_bench.detection.categories import load_category_stats, save_category_sta
 from lt_bench.detection.losses import ActivationCrossEntropyLoss, DropLoss, EQLLoss
 from lt_bench.errors import ConfigError
 
-SHARED_LVIS = Path(__file__).resolve().parents[2] / "shared" / "data" / "lvis"
-needs_shared = pytest.mark.skipif(not SHARED_LVIS.is_dir(), reason="../shared/data/lvis not present")
+from tests.helpers.lvis import SHARED_LVIS, needs_shared
 
 
 def gumbel_bce(z: float, y: float) -> float:

@@ -1,4 +1,4 @@
-"""Box-classification losses for mmdet's bbox heads, built on ``lt_bench.activations``.
+"""What every box-classification loss of the plugin shares (mmdet's loss interface and hooks).
 
 Each loss follows mmdet's loss interface (``forward(cls_score, label, weight, avg_factor,
 reduction_override)``) and the hooks mmdet's BBoxHead asks a loss for: the classifier's
@@ -21,13 +21,11 @@ All reduce as "mean over proposals of the per-proposal sum over classes" (mmdet'
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lt_bench.activations import build_activation
 from lt_bench.detection.categories import load_category_stats
 from lt_bench.errors import ConfigError
-from lt_bench.registries import DETECTION_LOSSES   # detector.loss -> the class (mmdet knows it by class name)
 
 
 class _ClassificationLoss(nn.Module):
@@ -63,44 +61,6 @@ class _ClassificationLoss(nn.Module):
         else:
             loss = per_proposal.sum() / (avg_factor if avg_factor is not None else max(per_proposal.numel(), 1))
         return self.loss_weight * loss
-
-
-@DETECTION_LOSSES.register("activation_ce")
-class ActivationCrossEntropyLoss(_ClassificationLoss):
-    """C + 1 outputs (the last one is background), with any activation.
-
-    Test-time class scores: the activation's own probabilities, or with ``softmax_scores`` a
-    softmax over the C + 1 logits whatever the training activation: what mmdet 2.x did for
-    ``CrossEntropyLoss(use_sigmoid=True)``, which has no ``get_activation`` (so GOL's sigmoid
-    rows were scored that way).
-    """
-
-    background_logit = True
-
-    def __init__(self, activation: str = "gumbel", num_classes: int = 1203, softmax_scores: bool = False,
-                 **kwargs):
-        super().__init__(activation, num_classes, **kwargs)
-        self.softmax_scores = bool(softmax_scores)
-
-    def get_cls_channels(self, num_classes: int) -> int:
-        if num_classes != self.num_classes:
-            raise ConfigError(f"loss has num_classes={self.num_classes}, the bbox head {num_classes}")
-        return num_classes + 1
-
-    def get_activation(self, cls_score: Tensor) -> Tensor:
-        """Scores of the C classes and background (mmdet's NMS drops the last column)."""
-        if self.softmax_scores:
-            return torch.softmax(cls_score.float(), dim=-1)
-        return self.activation.probs(cls_score)
-
-    def forward(self, cls_score: Tensor, label: Tensor, weight: Tensor | None = None,
-                avg_factor: float | None = None, reduction_override: str | None = None, **kwargs) -> Tensor:
-        if self.activation.binary:
-            targets = F.one_hot(label, cls_score.shape[1]).float()
-            per_proposal = self.activation.elementwise_loss(cls_score, targets).sum(dim=1)
-        else:
-            per_proposal = self.activation.sample_loss(cls_score, label)
-        return self._reduce(per_proposal, weight, avg_factor, reduction_override)
 
 
 class _TailAwareLoss(_ClassificationLoss):
@@ -148,30 +108,3 @@ class _TailAwareLoss(_ClassificationLoss):
         keep = ~(self.dropped_negatives(foreground, label) & (targets == 0))
         elementwise = self.activation.elementwise_loss(cls_score, targets) * keep
         return self._reduce(elementwise.sum(dim=1), weight, avg_factor, reduction_override)
-
-
-@DETECTION_LOSSES.register("eql")
-class EQLLoss(_TailAwareLoss):
-    """Equalization loss: foreground proposals do not push tail categories down."""
-
-    def dropped_negatives(self, foreground: Tensor, labels: Tensor) -> Tensor:
-        return foreground[:, None] & self.tail[None, :]
-
-
-@DETECTION_LOSSES.register("drop")
-class DropLoss(_TailAwareLoss):
-    """EQL for foreground proposals; each (background proposal, tail category) negative is kept
-    by its own Bernoulli draw with probability r, the share of tail categories among this
-    batch's foreground labels.  Without foreground proposals r is undefined and every negative
-    is kept, as in the authors' code (their NaN ratio keeps all).  The draw is one uniform
-    number per (proposal, category), ``torch.rand(N, C)``, kept where it is <= r: the authors'
-    ``torch.rand_like`` on the same shape, so a seed gives their pattern."""
-
-    def dropped_negatives(self, foreground: Tensor, labels: Tensor) -> Tensor:
-        draw = torch.rand(labels.shape[0], self.num_classes, device=labels.device)
-        fg_labels = labels[foreground]
-        if fg_labels.numel() == 0:
-            return torch.zeros_like(draw, dtype=torch.bool)
-        ratio = self.tail[fg_labels].float().mean()
-        dropped = foreground[:, None] | (draw > ratio)
-        return dropped & self.tail[None, :]

@@ -1,12 +1,10 @@
-"""Records and checkpoints are written atomically and read back with clear errors."""
+"""Records are written atomically and read back with clear errors."""
 import json
 import os
 
 import pytest
-import torch
 
-from lt_bench.checkpoint import load_checkpoint, save_checkpoint
-from lt_bench.errors import CheckpointError, DataError
+from lt_bench.errors import DataError
 from lt_bench.records import REQUIRED_FIELDS, read_records, upsert_record
 
 
@@ -37,14 +35,3 @@ def test_bad_results_file_is_named(tmp_path):
     path.write_text("{not json")
     with pytest.raises(DataError, match="results.json: not valid JSON"):
         read_records(path)
-
-
-def test_checkpoint_round_trip_and_errors(tmp_path):
-    path = tmp_path / "ckpt" / "stage1.pt"
-    save_checkpoint(path, {"model": {"w": torch.arange(3)}, "progress": {"epochs_done": 2}})
-    assert load_checkpoint(path)["progress"]["epochs_done"] == 2
-    with pytest.raises(CheckpointError, match="not found"):
-        load_checkpoint(tmp_path / "nope.pt")
-    path.write_bytes(path.read_bytes()[:20])
-    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
-        load_checkpoint(path)

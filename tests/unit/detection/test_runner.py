@@ -1,4 +1,5 @@
-"""The mmdet plugin: registration, heads built with the losses, configs, an end-to-end run."""
+"""The mmdet plugin: registration, heads built with the losses, configs (the end-to-end run is in
+tests/integration/test_detection_run.py)."""
 import json
 
 import pytest
@@ -10,13 +11,13 @@ from mmdet.registry import MODELS  # noqa: E402
 
 import lt_bench.detection.registry  # noqa: E402,F401
 from lt_bench.validate import validate  # noqa: E402
-from lt_bench.detection.categories import load_category_stats, save_category_stats  # noqa: E402
+from lt_bench.detection.categories import load_category_stats  # noqa: E402
 from lt_bench.detection.evaluation import ground_truth_as_detections, lvis_evaluate  # noqa: E402
-from lt_bench.detection.runner import build_mmdet_config, prepare_inputs, run_detection  # noqa: E402
+from lt_bench.detection.runner import build_mmdet_config, prepare_inputs  # noqa: E402
 from lt_bench.run_folder import RunFolder  # noqa: E402
 from lt_bench.errors import ConfigError  # noqa: E402
 
-from tests.helpers.lvis import SHARED_LVIS, needs_shared, write_images  # noqa: E402
+from tests.helpers.lvis import SHARED_LVIS, lvis_overrides, needs_shared  # noqa: E402
 FREQ_FILE = str(SHARED_LVIS / "lvis_v1_categories_with_counts.json")
 
 
@@ -49,17 +50,6 @@ def test_bbox_head_takes_width_scores_and_init_from_the_loss(loss, activation, c
                        labels=torch.tensor([0, 5, 1203, 1203, 7]), label_weights=torch.ones(5),
                        bbox_targets=torch.zeros(5, 4), bbox_weights=torch.zeros(5, 4))
     assert torch.isfinite(losses["loss_cls"]) and "acc_classes" in losses
-
-
-def lvis_overrides(tmp_path, *extra):
-    return ("task=lvis", f"data.root={tmp_path / 'coco'}", f"data.lvis_dir={tmp_path / 'lvis'}", *extra)
-
-
-@pytest.fixture(scope="module")
-def v1_stats(tmp_path_factory):
-    """LVIS v1 category statistics (1,203 categories) and their summary file, as run.py writes it."""
-    stats = load_category_stats(FREQ_FILE, num_images=99_388)
-    return stats, str(save_category_stats(stats, tmp_path_factory.mktemp("cats") / "lvis_categories.json"))
 
 
 def build(cfg, tmp_path, v1_stats, **kwargs):
@@ -193,36 +183,3 @@ def test_val_subset_is_the_evaluated_ground_truth(make_cfg, tmp_path):
     assert mm.test_dataloader["dataset"]["ann_file"] == prepared["val_ann"]
     assert "indices" not in mm.test_dataloader["dataset"]
     assert load_category_stats(prepared["categories"]).num_images == 93   # train images with annotations
-
-
-@pytest.mark.slow
-@needs_shared
-def test_mask_rcnn_gumbel_trains_and_evaluates_on_real_lvis_annotations(make_cfg, tmp_path):
-    ann = SHARED_LVIS / "lvis_v0.5_val_100.json"
-    write_images(ann, tmp_path / "coco" / "val2017")
-    (tmp_path / "coco" / "train2017").symlink_to(tmp_path / "coco" / "val2017")
-    out = tmp_path / "run"
-    cfg = make_cfg(*lvis_overrides(tmp_path, "task.version=v0.5", "activation=gumbel", f"data.train_ann={ann}",
-                                   f"data.val_ann={ann}", "detection.backbone_pretrained=null",
-                                   "detection.max_epochs=1", "detection.train_images=4", "detection.batch_size=2",
-                                   "detection.num_workers=0", "detection.image_scale=[320,192]",
-                                   "detection.val_images=4", "detection.rpn_proposals=50",
-                                   "detection.max_per_img=100", "device=cpu"), out_dir=out)
-    record = run_detection(cfg)
-    on_disk = json.loads((out / "results.json").read_text())
-    assert on_disk == [record]
-    assert record["eval_subset"] is True and record["eval_images"] == 4
-    assert record["batch_size"] == 2 and record["lr"] == pytest.approx(0.0025) and record["base_lr"] == 0.02
-    assert record["scoring"] == "gumbel" and record["classifier_init"] == "paper"
-    assert record["activation_options"] == {"clamp": [-4.0, 10.0], "temperature": 1.0}
-    assert record["kind"] == "detection" and record["method"] == "gumbel" and record["version"] == "v0.5"
-    assert not record["no_detections"]      # Gumbel's init scores exp(-exp(2)) pass the 1e-4 threshold
-    for key in ("AP", "APbox"):
-        assert record[key] is not None and 0.0 <= record[key] <= 100.0
-    subset = json.loads((out / "lvis_val_subset.json").read_text())
-    groups = {c["id"]: c["frequency"] for c in subset["categories"]}
-    present = {groups[a["category_id"]] for a in subset["annotations"]}
-    for key, group in (("APr", "r"), ("APc", "c"), ("APf", "f")):   # None: no such category in the 4 images
-        assert (record[key] is None) == (group not in present)
-        assert record[key] is None or 0.0 <= record[key] <= 100.0
-    assert list((out).glob("epoch_1.pth"))

@@ -1,4 +1,5 @@
-"""Configuration: typos fail at start, naming the valid values; the config hash."""
+"""Configuration (lt_bench/validate.py): typos fail at start, naming the valid values; the global
+batch over the ranks; the config hash."""
 import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
@@ -54,3 +55,18 @@ def test_config_hash_ignores_runtime_keys_only(make_cfg, tmp_path):
     assert config_hash(make_cfg("stage2.lr=0.2")) != base
     assert config_hash(make_cfg("seed=1")) != base
     assert config_hash(make_cfg("seed=1"), exclude=("seed",)) == config_hash(make_cfg(), exclude=("seed",))
+
+
+def test_global_batch_must_divide_over_ranks(make_cfg):
+    from lt_bench.validate import check_batch_sizes
+    check_batch_sizes(make_cfg("stage1.batch_size=64"), 4)
+    with pytest.raises(ConfigError, match="stage1.batch_size=30 is the global batch: .* over 4 ranks"):
+        check_batch_sizes(make_cfg("stage1.batch_size=30"), 4)
+
+
+def test_tau_norm_without_val_split_needs_tau(make_cfg):
+    with pytest.raises(ConfigError, match="tau_norm chooses tau on a val split.*stage2.tau"):
+        validate(make_cfg("stage2=tau_norm"))
+    with pytest.raises(ConfigError, match="unknown stage2.method 'tau'; valid: crt, logit_adjust, lws, "
+                                          "retrain, tau_norm"):
+        validate(make_cfg("stage2=tau_norm", "stage2.method=tau"))

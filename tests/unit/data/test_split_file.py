@@ -1,20 +1,18 @@
-"""ImageNet-LT / Places-LT: split files, the manifest, data checks, the image pipeline."""
-from pathlib import Path
-
+"""ImageNet-LT / Places-LT: split files, the manifest, data checks, the image pipeline
+(the training runs on the tiny tree are in tests/integration/test_split_file_runs.py)."""
 import pytest
-import torch
 
 from lt_bench.validate import validate
 from lt_bench.data import build_data
 from lt_bench.data.checks import check_split_file, run_check_data
 from lt_bench.data.split_file import load_manifest, parse_split_file, read_split_file
-from lt_bench.errors import CheckpointError, ConfigError, DataError
-from lt_bench.models import build_model
-from lt_bench.pipeline import run_training
-from lt_bench.records import read_records
-from lt_bench.data.synthetic import TRAIN_COUNTS, write_split_tree
+from lt_bench.errors import ConfigError, DataError
+from lt_bench.data.synthetic import TRAIN_COUNTS
 
-SHARED_SPLITS = Path(__file__).resolve().parents[2] / "shared" / "data" / "splits"
+from tests.conftest import ROOT
+from tests.helpers.splits import tiny_overrides
+
+SHARED_SPLITS = ROOT.parent / "shared" / "data" / "splits"
 needs_shared = pytest.mark.skipif(not SHARED_SPLITS.is_dir(), reason="../shared/data/splits not present")
 
 
@@ -72,20 +70,6 @@ def test_malformed_lines_are_reported_with_file_and_line(tmp_path):
         read_split_file(path, 5)
 
 
-@pytest.fixture
-def tree(tmp_path):
-    return write_split_tree(tmp_path / "tree", prefix="Tiny_LT")
-
-
-def tiny_overrides(tree, *extra):
-    splits_dir, images = tree
-    files = [f"task.split_files.{s}=Tiny_LT_{s}.txt" for s in ("train", "val", "test")]
-    return ("task=imagenetlt", "model=resnet8", "task.num_classes=6", *files, f"data.splits_dir={splits_dir}",
-            f"data.root={images}", "data.image_size=32", "data.resize=36", "data.num_workers=0",
-            "stage1.epochs=2", "stage2.epochs=2", "stage1.batch_size=8", "stage2.batch_size=8",
-            "stage1.lr=0.05", "stage2.lr=0.01", "device=cpu", *extra)
-
-
 def test_split_file_task_builds_the_long_tailed_sets(tree, make_cfg):
     cfg = make_cfg(*tiny_overrides(tree))
     bundle = build_data(cfg)
@@ -94,38 +78,6 @@ def test_split_file_task_builds_the_long_tailed_sets(tree, make_cfg):
     assert tuple(image.shape) == (3, 32, 32) and label == 0
     image, _ = bundle.test[0]
     assert tuple(image.shape) == (3, 32, 32)
-
-
-@pytest.mark.parametrize("cache", ["false", "true"])
-def test_tiny_tree_end_to_end(tree, make_cfg, tmp_path, cache):
-    out = tmp_path / f"run_{cache}"
-    records = run_training(make_cfg(*tiny_overrides(tree, f"stage2.cache_features={cache}", "eval.split=val"),
-                                    out_dir=out))
-    assert [(r["stage"], r["method"], r["eval_split"]) for r in read_records(out / "results.json")] == [
-        (1, "softmax", "val"), (2, "gumbel", "val")]
-    assert records[0]["imbalance"] == 6.0 and records[0]["num_train"] == sum(TRAIN_COUNTS)
-    assert records[0]["num_eval"] == 18 and records[0]["skipped_files"] == []
-    assert (out / "cache" / "stage2_features.npy").exists() == (cache == "true")
-
-
-def test_missing_and_corrupt_images_are_named_and_can_be_skipped(tree, make_cfg, tmp_path):
-    splits_dir, images = tree
-    train = (splits_dir / "Tiny_LT_train.txt").read_text().splitlines()
-    missing, corrupt = train[3].split()[0], train[7].split()[0]
-    (images / missing).unlink()
-    data = (images / corrupt).read_bytes()
-    (images / corrupt).write_bytes(data[: len(data) // 3])       # a truncated JPEG
-    cfg = make_cfg(*tiny_overrides(tree))
-    bundle = build_data(cfg)
-    with pytest.raises(DataError, match=rf"Tiny_LT_train.txt:4: cannot read image .*{missing}"):
-        bundle.train[3]
-    with pytest.raises(DataError, match=rf"Tiny_LT_train.txt:8: cannot read image .*{corrupt}"):
-        bundle.train[7]
-    out = tmp_path / "skip"
-    records = run_training(make_cfg(*tiny_overrides(tree, "data.skip_bad=true", "stage2.epochs=1"), out_dir=out))
-    skipped = records[0]["skipped_files"]
-    assert len(skipped) == 2 and ":4: cannot read image" in skipped[0] and ":8: cannot read image" in skipped[1]
-    assert records[0]["num_train"] == sum(TRAIN_COUNTS) - 2
 
 
 def test_check_data_reports_and_exits_nonzero(tree, make_cfg, capsys):
@@ -150,24 +102,3 @@ def test_fixed_split_refuses_an_imbalance_and_unknown_eval_split(make_cfg):
         validate(make_cfg("task=imagenetlt", "imbalance=100"))
     with pytest.raises(ConfigError, match="unknown eval.split for task cifar100lt 'val'; valid: test"):
         validate(make_cfg("task=cifar100lt", "eval.split=val"))
-
-
-def test_pretrained_weights_from_a_file(tmp_path, make_cfg):
-    source = build_model("resnet18", 1000)
-    path = tmp_path / "r18.pth"
-    torch.save({"state_dict": {f"module.{k}": v for k, v in source.backbone.state_dict().items()}
-                | {"module.fc.weight": torch.zeros(1000, 512), "module.fc.bias": torch.zeros(1000)}}, path)
-    model = build_model("resnet18", 7, pretrained=str(path))
-    for key, value in source.backbone.state_dict().items():
-        assert torch.equal(model.backbone.state_dict()[key], value), key
-    with pytest.raises(CheckpointError, match="does not fit the backbone: .* missing key"):
-        build_model("resnet34", 7, pretrained=str(path))
-    with pytest.raises(ConfigError, match="model.pretrained=.*nope.pth: file not found"):
-        validate(make_cfg("task=placeslt", f"model.pretrained={tmp_path / 'nope.pth'}"))
-
-
-def test_global_batch_must_divide_over_ranks(make_cfg):
-    from lt_bench.validate import check_batch_sizes
-    check_batch_sizes(make_cfg("stage1.batch_size=64"), 4)
-    with pytest.raises(ConfigError, match="stage1.batch_size=30 is the global batch: .* over 4 ranks"):
-        check_batch_sizes(make_cfg("stage1.batch_size=30"), 4)

@@ -2,7 +2,6 @@
 agreement with an independent evaluator (faster-coco-eval's LVIS mode) on perturbed detections."""
 import importlib
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +12,9 @@ faster_coco_eval = pytest.importorskip("faster_coco_eval", reason="the detection
 from lt_bench.detection.evaluation import ground_truth_as_detections, lvis_evaluate  # noqa: E402
 from lt_bench.detection.lvis_compat import patch_lvis  # noqa: E402
 
-LVIS_VAL_100 = Path(__file__).resolve().parents[2] / "shared" / "data" / "lvis" / "lvis_v0.5_val_100.json"
+from tests.helpers.lvis import SHARED_LVIS  # noqa: E402
+
+LVIS_VAL_100 = SHARED_LVIS / "lvis_v0.5_val_100.json"
 needs_shared = pytest.mark.skipif(not LVIS_VAL_100.is_file(), reason="../shared/data/lvis not present")
 SUMMARY = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
 FCE_NAMES = {"AP": "AP_all", "AP50": "AP_50", "AP75": "AP_75", "APs": "AP_small", "APm": "AP_medium",

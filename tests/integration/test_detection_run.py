@@ -1,0 +1,44 @@
+"""The mmdet plugin end to end: Mask R-CNN with the Gumbel loss trains and is evaluated on real
+LVIS annotations with generated pixels (the plugin's unit tests: tests/unit/detection/test_runner.py)."""
+import json
+
+import pytest
+
+pytest.importorskip("mmdet", reason="the detection extra is not installed (make det)")
+
+from lt_bench.detection.runner import run_detection  # noqa: E402
+
+from tests.helpers.lvis import SHARED_LVIS, lvis_overrides, needs_shared, write_images  # noqa: E402
+
+
+@pytest.mark.slow
+@needs_shared
+def test_mask_rcnn_gumbel_trains_and_evaluates_on_real_lvis_annotations(make_cfg, tmp_path):
+    ann = SHARED_LVIS / "lvis_v0.5_val_100.json"
+    write_images(ann, tmp_path / "coco" / "val2017")
+    (tmp_path / "coco" / "train2017").symlink_to(tmp_path / "coco" / "val2017")
+    out = tmp_path / "run"
+    cfg = make_cfg(*lvis_overrides(tmp_path, "task.version=v0.5", "activation=gumbel", f"data.train_ann={ann}",
+                                   f"data.val_ann={ann}", "detection.backbone_pretrained=null",
+                                   "detection.max_epochs=1", "detection.train_images=4", "detection.batch_size=2",
+                                   "detection.num_workers=0", "detection.image_scale=[320,192]",
+                                   "detection.val_images=4", "detection.rpn_proposals=50",
+                                   "detection.max_per_img=100", "device=cpu"), out_dir=out)
+    record = run_detection(cfg)
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk == [record]
+    assert record["eval_subset"] is True and record["eval_images"] == 4
+    assert record["batch_size"] == 2 and record["lr"] == pytest.approx(0.0025) and record["base_lr"] == 0.02
+    assert record["scoring"] == "gumbel" and record["classifier_init"] == "paper"
+    assert record["activation_options"] == {"clamp": [-4.0, 10.0], "temperature": 1.0}
+    assert record["kind"] == "detection" and record["method"] == "gumbel" and record["version"] == "v0.5"
+    assert not record["no_detections"]      # Gumbel's init scores exp(-exp(2)) pass the 1e-4 threshold
+    for key in ("AP", "APbox"):
+        assert record[key] is not None and 0.0 <= record[key] <= 100.0
+    subset = json.loads((out / "lvis_val_subset.json").read_text())
+    groups = {c["id"]: c["frequency"] for c in subset["categories"]}
+    present = {groups[a["category_id"]] for a in subset["annotations"]}
+    for key, group in (("APr", "r"), ("APc", "c"), ("APf", "f")):   # None: no such category in the 4 images
+        assert (record[key] is None) == (group not in present)
+        assert record[key] is None or 0.0 <= record[key] <= 100.0
+    assert list((out).glob("epoch_1.pth"))
