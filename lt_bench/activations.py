@@ -177,11 +177,20 @@ class Gumbel(BinaryActivation):
     double exponent, so logits outside get zero gradient; ``None`` disables it.  Scores at
     inference (``log_probs``) are not clamped, as in the authors' code, so that the ranking
     of confident predictions is kept.  ``temperature`` divides the (clamped) logits.
+
+    ``gradient``: ``exact`` computes the loss from closed-form log-probabilities with the
+    closed-form gradient (-exp(-z) for a positive, finite everywhere).  ``authors`` is the
+    authors' loss as their code computes it: PyTorch's ``binary_cross_entropy`` on the float32
+    probabilities p = exp(-exp(-z)).  Its log is floored at -100 and its backward divides by
+    max(p (1 - p), 1e-12), so a positive below z = -3.32 gets almost no gradient (at z = -3.94:
+    -2.4e-9 against the exact -exp(3.94) = -51.4).  The paper-reproduction recipes use ``authors``.
     """
 
     detection_bias = -2.0
+    GRADIENTS = ("exact", "authors")
 
-    def __init__(self, clamp: tuple[float, float] | None = (-4.0, 10.0), temperature: float = 1.0):
+    def __init__(self, clamp: tuple[float, float] | None = (-4.0, 10.0), temperature: float = 1.0,
+                 gradient: str = "exact"):
         if clamp is not None:
             lo, hi = (float(v) for v in clamp)
             if not lo < hi:
@@ -189,8 +198,11 @@ class Gumbel(BinaryActivation):
             clamp = (lo, hi)
         if not temperature > 0:
             raise ConfigError(f"gumbel temperature must be > 0, got {temperature}")
+        if gradient not in self.GRADIENTS:
+            raise ConfigError(f"unknown gumbel gradient {gradient!r}; valid: {', '.join(self.GRADIENTS)}")
         self.clamp = clamp
         self.temperature = float(temperature)
+        self.gradient = gradient
 
     def log_probs(self, logits: Tensor) -> Tensor:
         return -torch.exp(-_float32(logits) / self.temperature)
@@ -200,14 +212,18 @@ class Gumbel(BinaryActivation):
             z = _float32(logits)
             if self.clamp is not None:
                 z = z.clamp(*self.clamp)
-            return _GumbelBCE.apply(z / self.temperature, targets.float())
+            z = z / self.temperature
+            if self.gradient == "authors":
+                probs = torch.exp(-torch.exp(-z))
+                return F.binary_cross_entropy(probs, targets.float(), reduction="none")
+            return _GumbelBCE.apply(z, targets.float())
 
     def prior_bias(self, num_classes: int) -> float:
         # exp(-exp(-b / T)) = 1/C  <=>  b = -T log(log C)
         return -self.temperature * math.log(math.log(num_classes))
 
     def __repr__(self) -> str:
-        return f"Gumbel(clamp={self.clamp}, temperature={self.temperature})"
+        return f"Gumbel(clamp={self.clamp}, temperature={self.temperature}, gradient={self.gradient})"
 
 
 class ClassifierInit:

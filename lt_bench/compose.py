@@ -20,14 +20,14 @@ def register_resolvers() -> None:
 
 
 def register_schemas() -> None:
-    """The typed recipes as ``schema/stage1`` and ``schema/stage2/<method>`` in Hydra's
+    """The typed recipes as ``schema/stage1/<loss>`` and ``schema/stage2/<method>`` in Hydra's
     ConfigStore; the config files extend them (``defaults: [/schema/stage2/crt@_here_]``)."""
     from hydra.core.config_store import ConfigStore
 
-    from lt_bench.registries import STAGE2_METHODS
-    from lt_bench.stages.recipes import Stage1Recipe
+    from lt_bench.registries import STAGE1_LOSSES, STAGE2_METHODS
     store = ConfigStore.instance()
-    store.store(group="schema", name="stage1", node=Stage1Recipe)
+    for name in STAGE1_LOSSES.names():
+        store.store(group="schema/stage1", name=name, node=STAGE1_LOSSES.get(name).cls.Settings(loss=name))
     for name in STAGE2_METHODS.names():
         store.store(group="schema/stage2", name=name, node=STAGE2_METHODS.get(name).cls.Settings(method=name))
 
@@ -79,13 +79,28 @@ def check_composed(cfg, overrides: list[str]) -> None:
     check_config(cfg)
 
 
+def sweep_jobs(overrides: list[str]) -> list[list[str]]:
+    """Every job of a multirun, as Hydra's basic sweeper makes them: the config's own sweep
+    (``hydra.sweeper.params``, e.g. an experiment's cells) crossed with the command line's.
+    Call it while Hydra is initialised."""
+    from hydra import compose
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    primary = compose("config", overrides=fixed, return_hydra_config=True)
+    params = primary.hydra.sweeper.get("params") or {}
+    arguments = [f"{key}={value}" for key, value in params.items()] + list(overrides)
+    return [job for batch in BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(arguments), None)
+            for job in batch]
+
+
 def check_sweep(argv: list[str]) -> None:
     """Before a multirun launches any job, compose and check every job's config (Hydra's basic
     sweeper composes each job only when it starts, so a typo in the last one would surface
     after the first ones have trained).  Other sweepers and config paths are left to Hydra."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra._internal.utils import get_args_parser
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     args, _ = get_args_parser().parse_known_args(argv)
     if not args.multirun or args.config_path or args.config_dir or args.config_name:
@@ -97,9 +112,8 @@ def check_sweep(argv: list[str]) -> None:
 
     from lt_bench.errors import ConfigError
     from lt_bench.run_folder import CONFIG_DIR
-    jobs = [job for batch in BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(overrides), None)
-            for job in batch]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        jobs = sweep_jobs(overrides)
         for number, job in enumerate(jobs):
             try:
                 check_composed(compose("config", overrides=job), job)

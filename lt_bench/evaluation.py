@@ -94,26 +94,62 @@ def expected_calibration_error(confidence: Tensor, correct: Tensor, bins: int = 
     return ece
 
 
+def classwise_calibration_error(scores: Tensor, labels: Tensor, bins: int = 15) -> float:
+    """Classwise ECE (Kull et al., NeurIPS 2019): for each class j, the ECE of its score p_j over
+    every sample against whether the sample is of class j; the mean over classes."""
+    onehot = torch.nn.functional.one_hot(labels, scores.shape[1]).bool()
+    return float(np.mean([expected_calibration_error(scores[:, j], onehot[:, j], bins)
+                          for j in range(scores.shape[1])]))
+
+
+def _calibration(scores: Tensor, labels: Tensor, predicted: Tensor, bins: int) -> dict:
+    """ECE of the confidence in the predicted class, NLL and Brier score, on ``scores``."""
+    if labels.numel() == 0:
+        return {"ece": None, "nll": None, "brier": None}
+    confidence = scores.gather(1, predicted[:, None]).squeeze(1)
+    true_score = scores.gather(1, labels[:, None]).squeeze(1).double()
+    onehot = torch.nn.functional.one_hot(labels, scores.shape[1]).double()
+    return {"ece": 100.0 * expected_calibration_error(confidence, predicted == labels, bins),
+            "nll": float(-true_score.clamp_min(1e-300).log().mean()),
+            "brier": float(((scores.double() - onehot) ** 2).sum(dim=1).mean())}
+
+
 def compute_metrics(logits: Tensor, labels: Tensor, activation: Activation, train_counts: list[int],
                     many_above: int = DEFAULT_THRESHOLDS[0], few_below: int = DEFAULT_THRESHOLDS[1],
                     ece_bins: int = 15) -> dict:
-    """Top-1/top-5, many/medium/few, ECE and per-class accuracy; percentages 0-100."""
+    """Top-1/top-5, many/medium/few, calibration and per-class accuracy; percentages 0-100.
+
+    Predictions rank the logits: every activation is increasing in its logit, and float32
+    scores saturate (Gumbel's exp(-exp(-z)) is 1.0 above z ~ 17), where they would tie.
+    Calibration is measured on the model's own scores (``activation.probs``: the softmax
+    probabilities, or a binary activation's independent per-class probabilities): ``ece`` of the
+    confidence in the predicted class, ``ece_classwise``, ``nll`` (-log of the true class's
+    score) and ``brier`` (sum over classes of (score - one-hot)^2), overall and per shot group of
+    the true class.  ``ece_normalised`` is the ECE of scores renormalised to sum to 1.
+    """
     num_classes = logits.shape[1]
-    scores = activation.log_probs(logits)      # monotone per class: same ranking as the scores
-    predicted = scores.argmax(dim=1)
+    logits = logits.float()
+    predicted = logits.argmax(dim=1)
     per_class = per_class_accuracy(predicted, labels, num_classes)
     groups = shot_groups(train_counts, many_above, few_below)
-    confidence = activation.normalised_probs(logits).max(dim=1).values
+    scores = activation.probs(logits)
+    normalised = activation.normalised_probs(logits).max(dim=1).values
+    calibration = _calibration(scores, labels, predicted, ece_bins)
     metrics = {
         "top1": 100.0 * float((predicted == labels).float().mean()),
-        "top5": 100.0 * top_k_accuracy(scores, labels, 5),
-        "ece": 100.0 * expected_calibration_error(confidence, predicted == labels, ece_bins),
-        "ece_scores": f"max {activation.name} score normalised to sum to 1 over classes, {ece_bins} bins",
+        "top5": 100.0 * top_k_accuracy(logits, labels, 5),
+        **calibration,
+        "ece_classwise": 100.0 * classwise_calibration_error(scores, labels, ece_bins),
+        "ece_normalised": 100.0 * expected_calibration_error(normalised, predicted == labels, ece_bins),
+        "ece_scores": f"{activation.name} scores as the model outputs them, {ece_bins} bins",
         "num_eval": int(labels.numel()),
         "shot_classes": {g: len(groups[g]) for g in SHOT_GROUPS},
         "shot_thresholds": [int(many_above), int(few_below)],
         "per_class_top1": [None if np.isnan(a) else round(100.0 * float(a), 4) for a in per_class],
     }
+    in_group = {g: torch.isin(labels, torch.as_tensor(groups[g], dtype=labels.dtype)) for g in SHOT_GROUPS}
+    metrics["calibration_by_shot"] = {
+        g: _calibration(scores[mask], labels[mask], predicted[mask], ece_bins) for g, mask in in_group.items()}
     for g in SHOT_GROUPS:
         accs = per_class[groups[g]]
         accs = accs[~np.isnan(accs)]

@@ -10,21 +10,21 @@ from typing import Iterable, Sequence
 from lt_bench.errors import ConfigError, LtBenchError
 from lt_bench.fileio import atomic_write
 from lt_bench.leaderboard_render import FORMATS, render
-from lt_bench.leaderboard_table import (Cell, Column, Row, Table, build_leaderboard, collect_records,  # noqa: F401
-                                        load_references, protocol, split_metrics)
+from lt_bench.leaderboard_table import (EPOCHS, Cell, Column, Row, Table, build_leaderboard,  # noqa: F401
+                                        collect_records, load_references, protocol, split_metrics)
 
 
 def leaderboard_text(paths: Iterable[str | os.PathLike], fmt: str = "md",
-                     metrics: Sequence[str] | str | None = None) -> str:
+                     metrics: Sequence[str] | str | None = None, epoch: str = "auto") -> str:
     if fmt not in FORMATS:
         raise ConfigError(f"unknown leaderboard format {fmt!r}; valid: {', '.join(FORMATS)}")
-    return render(build_leaderboard(list(paths), metrics), fmt)
+    return render(build_leaderboard(list(paths), metrics, epoch=epoch), fmt)
 
 
 def write_leaderboard(paths: Sequence[str | os.PathLike], fmt: str = "md", out: str | os.PathLike | None = None,
-                      metrics: Sequence[str] | str | None = None) -> int:
+                      metrics: Sequence[str] | str | None = None, epoch: str = "auto") -> int:
     """Print the leaderboard, or write it atomically to ``out`` and print where."""
-    text = leaderboard_text(paths, fmt, metrics)
+    text = leaderboard_text(paths, fmt, metrics, epoch)
     if out is None:
         print(text, end="")
     else:
@@ -40,7 +40,8 @@ def run_leaderboard(cfg) -> int:
         raise ConfigError("leaderboard.paths is empty: name run folders, e.g. leaderboard.paths=[runs]")
     metrics = lb.get("metrics")
     return write_leaderboard(paths, str(lb.get("format") or "md"), lb.get("out"),
-                             metrics if metrics is None or isinstance(metrics, str) else list(metrics))
+                             metrics if metrics is None or isinstance(metrics, str) else list(metrics),
+                             str(lb.get("epoch") or "auto"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,9 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="write to this file (atomically) instead of stdout")
     parser.add_argument("--metrics", default=None,
                         help="comma-separated, e.g. top1,many,medium,few,ece (classification; default top1)")
+    parser.add_argument("--epoch", default="auto", choices=EPOCHS,
+                        help="classification: the epoch reported: auto (the best epoch where the run picked one, "
+                             "else the last), last, best, both (two rows); each row names its protocol")
     args = parser.parse_args(argv)
     try:
-        return write_leaderboard(args.paths, args.format, args.out, args.metrics)
+        return write_leaderboard(args.paths, args.format, args.out, args.metrics, args.epoch)
     except LtBenchError as err:
         print(f"{type(err).__name__}: {err}", file=sys.stderr)
         return 2

@@ -65,7 +65,7 @@ class Row:
     def label(self) -> str:
         method = self.method + (f" [{self.protocol}]" if self.protocol else "")
         if self.reference:
-            return f"{method} (paper)"
+            return f"{method} (paper{', stage 1' if self.stage == 1 else ''})"
         label = method if self.stage is None else f"{method} (stage {self.stage})"
         return label + (f" [cfg {self.setup[:6]}]" if self.setup else "")
 
@@ -74,13 +74,25 @@ class Row:
                 self.setup is not None, self.setup or "")
 
 
+# which epoch a classification number is of: the last, or the best one chosen on a split
+LAST_EPOCH = "last"
+BEST_ON = {"test": "best@test", "val": "best@val"}
+
+
 def protocol(record: dict) -> str | None:
     """What makes a number comparable only with numbers measured the same way; a record (or
-    paper entry) is compared with the paper only on an equal protocol.  Detection: scores
-    other than the activation's own (GOL's sigmoid rows were scored by a softmax over the
-    C + 1 logits), and evaluation on a subset of the val images."""
+    paper entry) is compared with the paper only on an equal protocol.  Classification: the
+    epoch reported (``last``; ``best@test``, the best test accuracy over epochs, as the GOL
+    authors' scripts report; ``best@val``, the test accuracy of the epoch best on val).
+    A Gumbel run with lt_bench's closed-form gradient (``activations.gumbel.gradient=exact``) is
+    not the authors' loss: it is marked, and compared with no paper row.
+    Detection: scores other than the activation's own (GOL's sigmoid rows were scored by a
+    softmax over the C + 1 logits), and evaluation on a subset of the val images."""
     if record.get("kind") != "detection":
-        return None
+        parts = [record.get("protocol") or LAST_EPOCH]
+        if record.get("gumbel_gradient") == "exact":     # not the authors' loss (their BCE on probabilities)
+            parts.append("exact gradient")
+        return ", ".join(parts)
     parts = []
     scoring, activation = record.get("scoring"), record.get("activation") or record.get("method")
     if scoring and scoring != activation:
@@ -179,6 +191,22 @@ def _column(record: dict, kind: str, where: str) -> Column:
     return Column(kind, str(record["task"]), setting, str(record["model"]))
 
 
+EPOCHS = ("auto", "last", "best", "both")
+
+
+def epoch_views(record: dict, epoch: str = "auto") -> list[dict]:
+    """A classification record read at the epoch the leaderboard reports (``epoch``): ``last``;
+    ``best``, the epoch the run picked (``eval.select``: best_*) where it recorded one;
+    ``auto``, the best where recorded, else the last; ``both``, two rows.  Each view carries
+    its protocol, so that it is compared with the paper only on the paper's."""
+    last = {**record, "protocol": LAST_EPOCH}
+    if record.get("best_top1") is None or record.get("best_select") not in BEST_ON or epoch == "last":
+        return [] if epoch == "best" else [last]
+    best = {**record, "top5": None, "ece": None, **{m: record.get(f"best_{m}") for m in ("top1", *SHOT_GROUPS)},
+            "protocol": BEST_ON[record["best_select"]]}
+    return [last, best] if epoch == "both" else [best]
+
+
 def _kind(record: dict) -> str:
     kind = record.get("kind") or "classification"
     if kind not in KINDS:
@@ -253,8 +281,11 @@ def _build_table(kind: str, records: list[dict], references: list[dict], metrics
 
 
 def build_leaderboard(paths: Iterable[str | os.PathLike], metrics: Sequence[str] | str | None = None,
-                      references: list[dict] | None = None) -> list[Table]:
-    """One table per kind found in ``paths`` (classification first)."""
+                      references: list[dict] | None = None, epoch: str = "auto") -> list[Table]:
+    """One table per kind found in ``paths`` (classification first); ``epoch``: which epoch of a
+    classification run is reported (``epoch_views``)."""
+    if epoch not in EPOCHS:
+        raise ConfigError(f"unknown leaderboard epoch {epoch!r}; valid: {', '.join(EPOCHS)}")
     paths = list(paths)
     records = collect_records(paths)
     if not records:
@@ -263,5 +294,6 @@ def build_leaderboard(paths: Iterable[str | os.PathLike], metrics: Sequence[str]
     per_kind = split_metrics(metrics)
     by_kind: dict[str, list[dict]] = {kind: [] for kind in KINDS}
     for record in records:
-        by_kind[_kind(record)].append(record)
+        kind = _kind(record)
+        by_kind[kind].extend(epoch_views(record, epoch) if kind == "classification" else [record])
     return [_build_table(kind, recs, references, per_kind[kind]) for kind, recs in by_kind.items() if recs]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -42,11 +43,32 @@ def _train_options(cfg: DictConfig) -> TrainOptions:
                         resume=bool(cfg.resume), eval_every=int(cfg.eval.every_epochs))
 
 
+def select_split(cfg: DictConfig, bundle: DataBundle) -> str | None:
+    """The split that chooses the best epoch (``eval.select``), or None."""
+    select = cfg.eval.select
+    if select == "auto":
+        return "val" if bundle.val is not None else "test"
+    return None if select == "none" else select
+
+
+def best_epoch(progress: dict, split: str | None) -> dict:
+    """The best epoch of a stage's history (the first of equals), chosen on ``split``: its epoch
+    and test metrics as best_*, and the split; {} when nothing was evaluated per epoch."""
+    key = "select_top1" if split == "val" else "test_top1"
+    history = [h for h in progress.get("history", []) if h.get(key) is not None]
+    if split is None or not history:
+        return {}
+    best = max(history, key=lambda h: (h[key], -h["epoch"]))
+    return {"best_epoch": best["epoch"], "best_select": split,
+            **{f"best_{g}": best.get(f"test_{g}") for g in ("top1", *SHOT_GROUPS)}}
+
+
 def evaluate(model: LTClassifier, bundle: DataBundle, activation: Activation, cfg: DictConfig,
-             ctx: DistContext) -> dict:
+             ctx: DistContext, split: str = "test") -> dict:
     was_training = model.training
     model.eval()
-    logits, labels = run_inference(model, bundle.test, ctx, batch_size=int(cfg.data.eval_batch_size),
+    data = bundle.val if split == "val" else bundle.test
+    logits, labels = run_inference(model, data, ctx, batch_size=int(cfg.data.eval_batch_size),
                                    num_workers=int(cfg.data.num_workers), amp_dtype=amp_dtype(cfg.train.amp),
                                    channels_last=bool(cfg.train.channels_last), progress=bool(cfg.progress))
     model.train(was_training)
@@ -78,7 +100,9 @@ def _record(cfg: DictConfig, bundle: DataBundle, stage: int, activation: Activat
                       else cfg.imbalance),
         "model": cfg.model.name, "stage": stage, "method": activation.name,
         "activation": repr(activation), "eval_split": bundle.eval_split,
-        **{k: metrics[k] for k in (*METRIC_KEYS, "ece_scores", "num_eval", "shot_classes", "shot_thresholds")},
+        "gumbel_gradient": getattr(activation, "gradient", None),   # exact | authors (Gumbel only)
+        **{k: metrics[k] for k in (*METRIC_KEYS, "ece_classwise", "ece_normalised", "nll", "brier", "ece_scores",
+                                    "calibration_by_shot", "num_eval", "shot_classes", "shot_thresholds")},
         "num_train": len(bundle.train), "train_counts": bundle.train_counts,
         "per_class_top1": metrics["per_class_top1"],
         # setup_hash groups the seeds of one configuration; a stage-1 model does not depend on
@@ -166,10 +190,12 @@ class Pipeline:
             _save_config(cfg, self.folder)
         check_batch_sizes(cfg, ctx.world_size)
         self.bundle = self._data()
+        self.select, self.selecting = select_split(cfg, self.bundle), False
         self.model = self._model(train_stage1=stage1_ckpt is None)
         if stage1_ckpt is None:
             self._stage(1, self._train_stage1)
         else:
+            self.meta["pretrained_source"] = stage1_ckpt.get("pretrained_source")
             self.model.load_state_dict(stage1_ckpt["model"])
             log.info("stage 1 weights from %s", cfg.stage1.checkpoint)
         if str(cfg.stage) in ("all", "2"):
@@ -200,20 +226,38 @@ class Pipeline:
         # Pretrained weights only matter when stage 1 trains; stage=2 loads a stage-1 checkpoint.
         model = build_model(cfg.model.name, self.bundle.num_classes, in_chans=int(cfg.task.in_chans),
                             pretrained=cfg.model.pretrained if train_stage1 else None).to(self.ctx.device)
+        self.meta["pretrained_source"] = model.pretrained_source      # the weights stage 1 started from
         return model.to(memory_format=torch.channels_last) if cfg.train.channels_last else model
 
     def _evaluator(self, activation: Activation) -> Callable[[], dict]:
-        return lambda: evaluate(self.model, self.bundle, activation, self.cfg, self.ctx)
+        """Test metrics for the per-epoch curves; on the last stage with ``eval.select=val`` also
+        the val split's top-1 (``select_top1``), which picks the best epoch."""
+        def run() -> dict:
+            metrics = evaluate(self.model, self.bundle, activation, self.cfg, self.ctx)
+            if self.select == "val" and self.selecting:
+                metrics["select_top1"] = evaluate(self.model, self.bundle, activation, self.cfg, self.ctx,
+                                                  split="val")["top1"]
+            return metrics
+        return run
+
+    def _options(self, stage: int) -> TrainOptions:
+        """Every epoch of the run's last stage is evaluated when the best epoch is selected."""
+        last = 1 if str(self.cfg.stage) == "1" else 2
+        self.selecting = stage == last and self.select is not None
+        return replace(self.opts, eval_every=1) if self.selecting else self.opts
 
     def _train_stage1(self):
         activation = configured_activation(self.cfg, self.cfg.stage1.activation)
-        loss = build_stage1_loss(self.cfg.stage1.loss, activation, self.bundle.train_counts)
-        progress = train_stage1(self.model, self.bundle, loss, self.cfg.stage1, self.ctx, self.opts, self.folder,
-                                self.meta, evaluate=self._evaluator(activation))
-        return progress, activation, activation.name, {}
+        loss = build_stage1_loss(self.cfg.stage1, activation, self.bundle.train_counts)
+        loss.prepare(self.model)
+        progress = train_stage1(self.model, self.bundle, loss, self.cfg.stage1, self.ctx, self._options(1),
+                                self.folder, self.meta, evaluate=self._evaluator(activation))
+        details = {**loss.details(), "recipe_source": self.cfg.stage1.source}
+        return progress, activation, loss.method, details
 
     def _train_stage2(self):
-        outcome = train_stage2(self.model, self.bundle, self.cfg.stage2, self.ctx, self.opts, self.folder, self.meta,
+        outcome = train_stage2(self.model, self.bundle, self.cfg.stage2, self.ctx, self._options(2), self.folder,
+                               self.meta,
                                activation_of=lambda name: configured_activation(self.cfg, name),
                                evaluate_with=self._evaluator, eval_batch_size=int(self.cfg.data.eval_batch_size))
         return outcome.progress, outcome.activation, outcome.method, outcome.details
@@ -230,7 +274,10 @@ class Pipeline:
         timing["eval_seconds"] = time.perf_counter() - started
         checksums = ctx.all_gather_object(parameter_checksum(self.model)) if ctx.is_distributed else None
         record = _record(cfg, self.bundle, stage, activation, metrics, progress, ctx, checksums)
-        record.update(method=method, **details, **{k: round(v, 3) for k, v in timing.items()})
+        if self.selecting:
+            record.update(best_epoch(progress, self.select))
+        record.update(method=method, pretrained_source=self.meta.get("pretrained_source"), **details,
+                      **{k: round(v, 3) for k, v in timing.items()})
         if ctx.is_main:
             upsert_record(self.folder.results, record)
             _log_final_metrics(self.folder.tensorboard(stage), record)

@@ -23,6 +23,8 @@ MODES = ("train", "check_data", "leaderboard")
 STAGES = ("all", "1", "2")
 DEVICES = ("auto", "cpu", "cuda")
 STAGE2_INITS = ("stage1", "reinit")
+STAGE2_BN = ("train", "frozen")
+SELECT = ("auto", "val", "test", "none")
 KINDS = ("classification", "detection")
 
 
@@ -52,13 +54,22 @@ def _check_classification(cfg: DictConfig) -> None:
     elif cfg.imbalance is None or not isinstance(cfg.imbalance, Number) or cfg.imbalance < 1:
         raise ConfigError(f"imbalance must be a number >= 1 for task {cfg.task.name}, got {cfg.imbalance!r}")
     one_of(f"eval.split for task {cfg.task.name}", cfg.eval.split, cfg.task.eval_splits)
+    one_of("eval.select", cfg.eval.select, SELECT)
+    if cfg.eval.select == "val" and ("val" not in cfg.task.eval_splits or cfg.eval.split == "val"):
+        raise ConfigError(f"eval.select=val chooses the best epoch on the val split and reports it on the test "
+                          f"split: task {cfg.task.name} with eval.split={cfg.eval.split} has no such pair "
+                          "(eval.select=test|none)")
     pretrained = cfg.model.get("pretrained")
-    if pretrained not in (None, "timm") and not Path(pretrained).expanduser().is_file():
+    if pretrained == "torchvision":
+        from lt_bench.models.pretrained import torchvision_weights
+        torchvision_weights(cfg.model.name)     # ConfigError unless torchvision has weights for it
+    elif pretrained not in (None, "timm") and not Path(pretrained).expanduser().is_file():
         raise ConfigError(f"model.pretrained={pretrained}: file not found (use a weights file, 'timm' "
-                          "to download timm's weights, or null for a random init)")
+                          "for timm's weights, 'torchvision' for torchvision's original ImageNet weights, "
+                          "or null for a random init)")
     for name in cfg.get("activations", {}):
         ACTIVATIONS.check(name, "activation in activations.<name>")
-    _check_stage1(cfg.stage1)
+    _check_stage1(cfg.stage1, str(cfg.stage))
     _check_stage2(cfg.stage2, cfg.task)
     AMP_MODES.check(cfg.train.amp)
     if str(cfg.stage) == "2" and not cfg.stage1.checkpoint:
@@ -74,27 +85,40 @@ def _check_recipe(stage: str, recipe: DictConfig) -> None:
         raise ConfigError(f"{stage}.lr must be a positive number, got {recipe.lr!r}")
 
 
-def _check_stage1(recipe: DictConfig) -> None:
+def _foreign_settings(node: DictConfig, settings_cls, choose: str) -> None:
+    """A recipe node must hold only its class's settings (``stage1=<loss>``, ``stage2=<method>``)."""
+    from dataclasses import fields
+    known = {f.name for f in fields(settings_cls)}
+    foreign = sorted(set(node) - known)
+    if foreign:
+        raise ConfigError(f"{choose} has no setting {', '.join(foreign)} (its settings: "
+                          f"{', '.join(sorted(known))}); choose another with {choose.split('=')[0]}=<name>")
+
+
+def _check_stage1(recipe: DictConfig, stage: str) -> None:
     from lt_bench.registries import ACTIVATIONS, STAGE1_LOSSES
+    STAGE1_LOSSES.check(recipe.get("loss"), "stage1.loss")
+    loss = STAGE1_LOSSES.get(recipe.loss).cls
+    _foreign_settings(recipe, loss.Settings, f"stage1={recipe.loss}")
     _check_recipe("stage1", recipe)
-    STAGE1_LOSSES.check(recipe.loss)
     ACTIVATIONS.check(recipe.activation, "stage1.activation")
+    loss.check(recipe)
+    if loss.one_stage and stage != "1":
+        raise ConfigError(f"stage1={recipe.loss} trains its own classifier (not a plain linear layer) and is a "
+                          "one-stage baseline: run it with stage=1")
 
 
 def _check_stage2(recipe: DictConfig, task: DictConfig) -> None:
     """The stage2 node must be a method's own recipe (``stage2=<method>``), with valid names."""
-    from dataclasses import fields
-
     from lt_bench.registries import ACTIVATIONS, CLASSIFIER_INITS, SAMPLERS, STAGE2_METHODS
     STAGE2_METHODS.check(recipe.get("method"), "stage2.method")
     method = STAGE2_METHODS.get(recipe.method).cls
-    known = {f.name for f in fields(method.Settings)}
-    foreign = sorted(set(recipe) - known)
-    if foreign:
-        raise ConfigError(f"stage2={recipe.method} has no setting {', '.join(foreign)} (its settings: "
-                          f"{', '.join(sorted(known))}); choose another method with stage2=<method>, "
-                          "not stage2.method=")
+    _foreign_settings(recipe, method.Settings, f"stage2={recipe.method}")
     _check_recipe("stage2", recipe)
+    one_of("stage2.bn", recipe.bn, STAGE2_BN)
+    if recipe.cache_features and recipe.bn != "frozen":
+        raise ConfigError("stage2.cache_features=true computes the backbone's features once, with its BatchNorm "
+                          "frozen: it needs stage2.bn=frozen (stage2.bn=train updates the statistics every batch)")
     if "activation" in recipe:
         ACTIVATIONS.check(recipe.activation, "stage2.activation")
     if "sampler" in recipe:

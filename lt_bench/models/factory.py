@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from lt_bench.errors import CheckpointError, ConfigError
-from lt_bench.models.pretrained import load_backbone_weights
+from lt_bench.models.pretrained import SOURCES, load_backbone_weights, load_torchvision_weights, timm_source
 from lt_bench.models.resnet_cifar import CifarResNet
 
 LOCAL_BACKBONES: dict[str, Callable[..., nn.Module]] = {
@@ -27,6 +27,7 @@ class LTClassifier(nn.Module):
     def __init__(self, backbone: nn.Module, num_features: int, num_classes: int):
         super().__init__()
         self.backbone = backbone
+        self.pretrained_source: str | None = None   # what build_model loaded into the backbone
         self.classifier = nn.Linear(num_features, num_classes)
         nn.init.kaiming_normal_(self.classifier.weight)
         nn.init.zeros_(self.classifier.bias)
@@ -43,13 +44,24 @@ def is_known_model(name: str) -> bool:
     return name in LOCAL_BACKBONES or timm.is_model(name)
 
 
-def build_model(name: str, num_classes: int, in_chans: int = 3, pretrained: str | None = None) -> LTClassifier:
-    """``pretrained``: None (random init), a weights file, or "timm" (timm's hub, online)."""
+def build_model(name: str, num_classes: int, in_chans: int = 3, pretrained: str | None = None,
+                progress: bool = False) -> LTClassifier:
+    """``pretrained``: None (random init), a weights file, "timm" (timm's default weights for
+    ``name`` from its hub) or "torchvision" (torchvision's original ImageNet weights,
+    IMAGENET1K_V1, for timm's ResNet of the same name); the hubs download once into their
+    caches.  The returned model's ``pretrained_source`` says what was loaded:
+    "file:<path> sha256:<12 hex>", "timm:resnet152.a1h_in1k",
+    "torchvision:ResNet152_Weights.IMAGENET1K_V1" or None."""
+    source = None
     if name in LOCAL_BACKBONES:
-        if pretrained == "timm":
-            raise ConfigError(f"{name} is not a timm model: model.pretrained must be a file or null")
+        if pretrained in SOURCES:
+            raise ConfigError(f"{name} is one of the local CIFAR models, with no {pretrained} weights: "
+                              "model.pretrained must be a weights file or null")
         backbone = LOCAL_BACKBONES[name](in_chans=in_chans)
     elif timm.is_model(name):
+        if pretrained == "torchvision" and in_chans != 3:
+            raise ConfigError(f"model.pretrained=torchvision: torchvision's weights take 3 input channels, "
+                              f"not task.in_chans={in_chans}")
         try:
             backbone = timm.create_model(name, pretrained=pretrained == "timm", num_classes=0, in_chans=in_chans)
         except Exception as err:   # hub errors come in many types
@@ -57,15 +69,21 @@ def build_model(name: str, num_classes: int, in_chans: int = 3, pretrained: str 
                 raise
             raise CheckpointError(f"cannot fetch timm's pretrained weights for {name} ({err}); offline, "
                                   "pass model.pretrained=PATH to a weights file") from err
+        if pretrained == "timm":
+            source = timm_source(backbone)
+        elif pretrained == "torchvision":
+            source = load_torchvision_weights(backbone, name, progress=progress)
     else:
         close = timm.list_models(f"*{name}*")[:10]
         raise ConfigError(
             f"unknown model {name!r}; local: {', '.join(sorted(LOCAL_BACKBONES))}; or any timm "
             f"model name{' (close: ' + ', '.join(close) + ')' if close else ''}"
         )
-    if pretrained not in (None, "timm"):
-        load_backbone_weights(backbone, pretrained)
-    return LTClassifier(backbone, backbone.num_features, num_classes)
+    if pretrained is not None and pretrained not in SOURCES:
+        source = load_backbone_weights(backbone, pretrained)
+    model = LTClassifier(backbone, backbone.num_features, num_classes)
+    model.pretrained_source = source
+    return model
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -7,7 +7,8 @@ rank).  Everything else is a hook (detectron2's ``HookBase`` shape):
 
 - ``CheckpointHook``: resume from the stage's checkpoint, save atomically after every epoch
   and, on SIGTERM, mid-epoch with the RNG state and the epoch's position;
-- ``EvalHook``: test metrics every ``eval.every_epochs`` epochs, for the curves;
+- ``EvalHook``: test metrics every ``eval.every_epochs`` epochs, for the curves (every epoch of
+  the run's last stage when ``eval.select`` picks its best epoch);
 - ``ReportHook``: the epoch's log line and TensorBoard scalars.
 
 A run resumed from any checkpoint replays the uninterrupted run exactly (bit for bit on CPU;
@@ -200,6 +201,8 @@ class Trainer:
         job, ctx, opts = self.job, self.ctx, self.opts
         seed_everything(derive_seed(opts.seed, job.index, epoch, ctx.rank))
         self.sampler.set_epoch(epoch)
+        if hasattr(job.loss_fn, "set_epoch"):
+            job.loss_fn.set_epoch(epoch)            # losses that change with the epoch (DRW)
         partial = self.progress.pop("in_epoch", None)
         loader = (self.make_loader(list(self.sampler)[partial["steps"] * self.batch_size:]) if partial
                   else self.loader)
@@ -302,8 +305,11 @@ class EvalHook(Hook):
 
     def after_epoch(self, trainer: Trainer, stats: dict) -> None:
         if stats["epoch"] % self.every == 0:
-            stats.update({f"test_{k}": v for k, v in self.evaluate().items()
+            metrics = self.evaluate()
+            stats.update({f"test_{k}": v for k, v in metrics.items()
                           if k in ("top1", "many", "medium", "few") and v is not None})
+            if "select_top1" in metrics:             # the split that chooses the best epoch
+                stats["select_top1"] = metrics["select_top1"]
 
 
 class ReportHook(Hook):

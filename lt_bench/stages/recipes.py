@@ -24,6 +24,7 @@ class StageRecipe:
     milestones: list[float] = field(default_factory=lambda: [200.0, 220.0])
     gamma: float = 0.01             # lr factor at each milestone
     reference_epochs: Optional[float] = 240.0   # milestones are placed for this many epochs and scale with epochs
+    source: Optional[str] = None    # where the recipe's values come from (paper, config file); recorded
 
 
 @dataclass

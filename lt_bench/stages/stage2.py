@@ -18,7 +18,7 @@ from lt_bench.models import LTClassifier
 from lt_bench.run_folder import RunFolder
 from lt_bench.stages.feature_cache import cached_features
 from lt_bench.stages.loop import StageJob, TrainOptions, empty_progress, fit, is_complete
-from lt_bench.stages.methods import Stage2Outcome, build_method
+from lt_bench.stages.methods import Stage2Outcome, TrainedRecipe, build_method
 from lt_bench.stages.precision import amp_dtype
 
 
@@ -71,8 +71,10 @@ class Stage2:
         def loss_fn(logits, labels):
             return activation.loss(logits, labels) * scale
 
+        bn_train = self.recipe.bn == "train"
+
         def train_mode():
-            model.eval()               # frozen BatchNorm statistics
+            model.train(bn_train)      # train: BatchNorm statistics follow the stage-2 batches
             model.classifier.train()
 
         if self.recipe.cache_features and not (opts.resume and is_complete(self.checkpoint_path)):
@@ -124,4 +126,10 @@ def train_stage2(model: LTClassifier, bundle: DataBundle, recipe, ctx: DistConte
     """Freeze the backbone and run the method ``recipe.method`` names."""
     freeze_backbone(model)
     stage = Stage2(model, bundle, recipe, ctx, opts, folder, meta, activation_of, evaluate_with, eval_batch_size)
-    return build_method(recipe).run(stage)
+    method = build_method(recipe)
+    outcome = method.run(stage)
+    if issubclass(method.Settings, TrainedRecipe):
+        outcome.details.update(bn=recipe.bn, lr=float(recipe.lr), epochs_recipe=int(recipe.epochs),
+                               batch_size=int(recipe.batch_size), schedule=recipe.schedule,
+                               recipe_source=recipe.source)
+    return outcome

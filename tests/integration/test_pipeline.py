@@ -55,22 +55,31 @@ def test_run_folder_holds_config_tensorboard_and_checkpoints(digits_run):
 
 
 def test_stage2_changes_only_the_classifier(digits_run):
+    """The backbone's weights stay; with stage2.bn=train (the default, as the authors' and Kang et
+    al.'s code) its BatchNorm statistics follow the stage-2 batches."""
     _, out, _ = digits_run
     s1 = load_checkpoint(out / "checkpoints" / "stage1.pt")["model"]
     s2 = load_checkpoint(out / "checkpoints" / "stage2.pt")["model"]
+    running = ("running_mean", "running_var", "num_batches_tracked")
     for key, value in s1.items():
-        if key.startswith("backbone."):   # weights and BatchNorm running statistics
+        if key.startswith("backbone.") and not key.endswith(running):
             assert torch.equal(value, s2[key]), key
+    assert not torch.equal(s1["backbone.bn1.running_mean"], s2["backbone.bn1.running_mean"])
     assert not torch.equal(s1["classifier.weight"], s2["classifier.weight"])
+    assert read_records(out / "results.json")[1]["bn"] == "train"
 
 
 def test_stage2_alone_from_a_checkpoint(digits_run, make_cfg, tmp_path):
     _, out, _ = digits_run
     cfg = make_cfg(*SHORT, "stage=2", f"stage1.checkpoint={out / 'checkpoints' / 'stage1.pt'}",
-                   "stage2.activation=sigmoid", "stage2.cache_features=true", out_dir=tmp_path / "s2")
+                   "stage2.activation=sigmoid", "stage2.cache_features=true", "stage2.bn=frozen",
+                   out_dir=tmp_path / "s2")
     records = run_training(cfg)
-    assert [(r["stage"], r["method"]) for r in records] == [(2, "sigmoid")]
+    assert [(r["stage"], r["method"], r["bn"]) for r in records] == [(2, "sigmoid", "frozen")]
     assert [r["method"] for r in read_records(tmp_path / "s2" / "results.json")] == ["sigmoid"]
+    s1 = load_checkpoint(out / "checkpoints" / "stage1.pt")["model"]
+    s2 = load_checkpoint(tmp_path / "s2" / "checkpoints" / "stage2.pt")["model"]
+    assert all(torch.equal(v, s2[k]) for k, v in s1.items() if k.startswith("backbone."))   # bn=frozen
 
 
 def test_stage2_checkpoint_must_fit_the_task(digits_run, make_cfg, tmp_path):

@@ -14,7 +14,7 @@ from tests.helpers.splits import tiny_overrides
 @pytest.mark.parametrize("cache", ["false", "true"])
 def test_tiny_tree_end_to_end(tree, make_cfg, tmp_path, cache):
     out = tmp_path / f"run_{cache}"
-    records = run_training(make_cfg(*tiny_overrides(tree, f"stage2.cache_features={cache}", "eval.split=val"),
+    records = run_training(make_cfg(*tiny_overrides(tree, f"stage2.cache_features={cache}", "stage2.bn=frozen", "eval.split=val"),
                                     out_dir=out))
     assert [(r["stage"], r["method"], r["eval_split"]) for r in read_records(out / "results.json")] == [
         (1, "softmax", "val"), (2, "gumbel", "val")]

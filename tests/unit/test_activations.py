@@ -183,3 +183,27 @@ def test_detection_init_is_the_papers():
     assert torch.all(layer.bias == -6.5)
     with pytest.raises(ConfigError, match="unknown classifier init 'xavier'; valid: keep, paper, prior"):
         init_classifier(layer, build_activation("sigmoid"), "xavier")
+
+
+def test_gumbel_authors_gradient_is_their_bce_on_probabilities():
+    """gradient=authors against the GOL authors' classification loss, written as their code
+    does it (kostas1515/improved_baselines, classification/custom.py, BCE(use_gumbel=True)):
+    nn.BCELoss on exp(-exp(-clamp(z, -4, 10)))."""
+    z = (torch.randn(32, 10) * 4).requires_grad_()
+    targets = torch.nn.functional.one_hot(torch.randint(0, 10, (32,)), 10).float()
+    theirs_z = z.detach().clone().requires_grad_()
+    theirs = nn.BCELoss(reduction="none")(torch.exp(-torch.exp(-torch.clamp(theirs_z, min=-4.0, max=10.0))), targets)
+    ours = build_activation("gumbel", gradient="authors").elementwise_loss(z, targets)
+    torch.testing.assert_close(ours, theirs)
+    ours.sum().backward()
+    theirs.sum().backward()
+    torch.testing.assert_close(z.grad, theirs_z.grad)
+    # where they differ from the exact loss: a positive far below zero keeps its gradient only there
+    deep = torch.tensor([[-3.94]], requires_grad=True)
+    build_activation("gumbel").elementwise_loss(deep, torch.ones(1, 1)).sum().backward()
+    assert deep.grad.item() == pytest.approx(-math.exp(3.94), rel=1e-5)
+    deep.grad = None
+    build_activation("gumbel", gradient="authors").elementwise_loss(deep, torch.ones(1, 1)).sum().backward()
+    assert abs(deep.grad.item()) < 1e-8
+    with pytest.raises(ConfigError, match="unknown gumbel gradient 'approx'; valid: exact, authors"):
+        build_activation("gumbel", gradient="approx")

@@ -56,6 +56,35 @@ def test_compute_metrics_on_crafted_logits():
     confidence = math.exp(3) / (math.exp(3) + 3 * math.exp(-2))
     assert m["ece"] == pytest.approx(100 * abs(0.75 - confidence), rel=1e-6)
     assert m["num_eval"] == 8
+    low = math.exp(-2) / (math.exp(3) + 3 * math.exp(-2))
+    assert m["nll"] == pytest.approx(-(6 * math.log(confidence) + 2 * math.log(low)) / 8, rel=1e-6)
+    right = (confidence - 1) ** 2 + 3 * low ** 2
+    wrong = (low - 1) ** 2 + (confidence ** 2) + 2 * low ** 2
+    assert m["brier"] == pytest.approx((6 * right + 2 * wrong) / 8, rel=1e-6)
+    assert m["calibration_by_shot"]["many"]["ece"] == pytest.approx(100 * (1 - confidence), rel=1e-5)
+
+
+def test_binary_activations_are_calibrated_on_their_own_scores():
+    """ECE uses the raw max score of a binary activation, not scores renormalised to sum to 1
+    (an independent score of 0.9 next to others of 0.5 is 0.9 confident, not 0.9/2.4)."""
+    from lt_bench.evaluation import classwise_calibration_error
+    logits = torch.tensor([[2.0, 0.0, 0.0, 0.0]] * 4)     # sigmoid: 0.881 and three 0.5
+    labels = torch.tensor([0, 0, 0, 1])
+    m = compute_metrics(logits, labels, build_activation("sigmoid"), [10, 10, 10, 10])
+    p = 1 / (1 + math.exp(-2))
+    assert m["ece"] == pytest.approx(100 * abs(0.75 - p), rel=1e-5)
+    assert m["ece_normalised"] == pytest.approx(100 * abs(0.75 - p / (p + 1.5)), rel=1e-5)
+    assert m["nll"] == pytest.approx(-(3 * math.log(p) + math.log(0.5)) / 4, rel=1e-5)
+    # classwise: class 0 scores 0.881 (3 of 4 are class 0), class 1 0.5 (1 of 4), others 0.5 (0 of 4)
+    expected = (abs(0.75 - p) + abs(0.25 - 0.5) + 0.5 + 0.5) / 4
+    assert m["ece_classwise"] == pytest.approx(100 * expected, rel=1e-5)
+    assert classwise_calibration_error(torch.eye(3), torch.arange(3)) == pytest.approx(0.0)
+
+
+def test_predictions_rank_logits_where_gumbel_scores_saturate():
+    """Gumbel scores are 1.0 in float32 above z ~ 17: logits [105, 120, -1] must predict class 1."""
+    m = compute_metrics(torch.tensor([[105.0, 120.0, -1.0]]), torch.tensor([1]), build_activation("gumbel"), [5, 5, 5])
+    assert m["top1"] == 100.0
 
 
 def test_empty_shot_group_is_none():

@@ -22,7 +22,10 @@ def cls(stage, method, top1, setup, seed=0, task="cifar100lt", imbalance=100, mo
     return {"task": task, "imbalance": imbalance, "model": model, "stage": stage, "method": method,
             "top1": top1, "top5": top1 + 20, "many": top1 + 10, "medium": top1, "few": None, "ece": 5.0 + seed,
             "seed": seed, "config_hash": f"{setup}-{seed}", "setup_hash": setup, "created": created,
-            "eval_split": "test", **extra}
+            "eval_split": "test",
+            # stage 2 as the paper's protocol: the best test epoch (here the last), beside the last
+            **({"best_top1": top1, "best_many": top1 + 10, "best_medium": top1, "best_few": None,
+                "best_select": "test", "best_epoch": 15} if stage == 2 else {}), **extra}
 
 
 def det(method, ap, setup, seed=0, model="mask_rcnn_r50", **extra):
@@ -100,20 +103,20 @@ def test_collect_records_order_source_and_errors(runs, tmp_path):
 
 def test_seeds_are_averaged_with_sample_std_and_paper_delta(runs):
     cells = json.loads(leaderboard_text([runs], "json"))
-    gumbel = find(cells, "gumbel (stage 2)", "cifar100lt", imbalance=100)
+    gumbel = find(cells, "gumbel [best@test] (stage 2)", "cifar100lt", imbalance=100)
     assert gumbel["n"] == 3 and gumbel["setup_hash"] == "aaaa1111"
     assert gumbel["mean"] == pytest.approx(statistics.mean(GUMBEL_C100)) == pytest.approx(46.0)
     assert gumbel["std"] == pytest.approx(statistics.stdev(GUMBEL_C100))
     assert gumbel["paper"] == 45.5 and gumbel["delta"] == pytest.approx(0.5)
-    stage1 = find(cells, "softmax (stage 1)", "cifar100lt", imbalance=100)
+    stage1 = find(cells, "softmax [last] (stage 1)", "cifar100lt", imbalance=100)
     assert (stage1["n"], stage1["paper"], stage1["delta"]) == (3, None, None)    # the paper is stage 2
     assert stage1["std"] == pytest.approx(statistics.stdev(STAGE1_C100))
-    single = find(cells, "softmax (stage 2)", "cifar100lt", imbalance=100)
+    single = find(cells, "softmax [best@test] (stage 2)", "cifar100lt", imbalance=100)
     assert (single["n"], single["std"]) == (1, None) and single["delta"] == pytest.approx(42.0 - 42.4)
     # fixed split: the paper's ImageNet-LT cell matches our imbalance 256.0
-    inlt = find(cells, "gumbel (stage 2)", "imagenetlt", imbalance=256.0)
+    inlt = find(cells, "gumbel [best@test] (stage 2)", "imagenetlt", imbalance=256.0)
     assert inlt["paper"] == 48.2 and inlt["delta"] == pytest.approx(0.5)
-    assert find(cells, "gumbel (paper)", "imagenetlt")["mean"] == 48.2
+    assert find(cells, "gumbel [best@test] (paper)", "imagenetlt")["mean"] == 48.2
 
 
 def test_repeats_of_one_seed_count_once(runs):
@@ -123,7 +126,7 @@ def test_repeats_of_one_seed_count_once(runs):
         (runs / f"rerun_{variant}").mkdir()
         seed = 0 if variant == "a" else 1
         (runs / f"rerun_{variant}" / "results.json").write_text(json.dumps([cls(1, "softmax", top1, "aaaa1111", seed)]))
-    stage1 = find(json.loads(leaderboard_text([runs], "json")), "softmax (stage 1)", "cifar100lt", imbalance=100)
+    stage1 = find(json.loads(leaderboard_text([runs], "json")), "softmax [last] (stage 1)", "cifar100lt", imbalance=100)
     per_seed = [STAGE1_C100[0] + 0.5, STAGE1_C100[1], STAGE1_C100[2]]
     assert stage1["n"] == 3
     assert stage1["mean"] == pytest.approx(statistics.mean(per_seed))
@@ -132,10 +135,10 @@ def test_repeats_of_one_seed_count_once(runs):
 
 def test_second_configuration_gets_its_own_row(runs):
     cells = json.loads(leaderboard_text([runs], "json"))
-    extra = find(cells, "gumbel (stage 2) [cfg cccc22]", "cifar100lt", imbalance=100)
+    extra = find(cells, "gumbel [best@test] (stage 2) [cfg cccc22]", "cifar100lt", imbalance=100)
     assert (extra["mean"], extra["n"], extra["setup_hash"]) == (44.0, 1, "cccc2222")
     assert extra["delta"] == pytest.approx(44.0 - 45.5)
-    assert find(cells, "softmax (stage 1) [cfg cccc22]", "cifar100lt", imbalance=100)["mean"] == 37.0
+    assert find(cells, "softmax [last] (stage 1) [cfg cccc22]", "cifar100lt", imbalance=100)["mean"] == 37.0
     ours = [c for c in cells if c["kind"] == "classification" and not c["reference"] and c["metric"] == "top1"]
     assert sum(c["n"] or 0 for c in ours) == 3 * 2 + 2 + 1 + 1 + 1     # every record counted once
 
@@ -148,15 +151,20 @@ def test_markdown_table(runs):
                        "imagenetlt ib=256 resnet50"]
     assert rows[1] == ["---", "---:", "---:", "---:"]
     body = {r[0]: r[1:] for r in rows[2:]}
-    assert list(body) == ["softmax (stage 1)", "softmax (stage 1) [cfg cccc22]", "gumbel (stage 2)",
-                          "gumbel (stage 2) [cfg cccc22]", "softmax (stage 2)", "gumbel (paper)", "softmax (paper)"]
+    assert list(body) == ["softmax [last] (stage 1)", "softmax [last] (stage 1) [cfg cccc22]",
+                          "gumbel [best@test] (stage 2)", "gumbel [best@test] (stage 2) [cfg cccc22]",
+                          "softmax [best@test] (stage 2)", "cb_focal [best@test] (paper, stage 1)",
+                          "ldam_drw [best@test] (paper, stage 1)", "softmax [best@test] (paper, stage 1)",
+                          "gumbel [best@test] (paper)", "softmax [best@test] (paper)"]
     std = statistics.stdev(GUMBEL_C100)
-    assert body["gumbel (stage 2)"] == [f"46.00 ± {std:.2f} (n=3) Δ +0.50", "41.00 ± - (n=1) Δ -0.50",
-                                        "48.70 ± - (n=1) Δ +0.50"]
-    assert body["softmax (stage 1)"][1:] == ["-", "-"]                        # missing cells
-    assert body["softmax (stage 2)"] == ["42.00 ± - (n=1) Δ -0.40", "-", "-"]
-    assert body["gumbel (paper)"] == ["45.50", "41.50", "48.20"]
-    assert body["softmax (paper)"] == ["42.40", "38.30", "45.20"]
+    assert body["gumbel [best@test] (stage 2)"] == [f"46.00 ± {std:.2f} (n=3) Δ +0.50", "41.00 ± - (n=1) Δ -0.50",
+                                                    "48.70 ± - (n=1) Δ +0.50"]
+    # the last epoch is not the paper's protocol (its ERM row is the best test epoch): no delta
+    assert body["softmax [last] (stage 1)"] == [f"38.67 ± {statistics.stdev(STAGE1_C100):.2f} (n=3)", "-", "-"]
+    assert body["softmax [best@test] (paper, stage 1)"] == ["38.32", "-", "-"]
+    assert body["softmax [best@test] (stage 2)"] == ["42.00 ± - (n=1) Δ -0.40", "-", "-"]
+    assert body["gumbel [best@test] (paper)"] == ["45.50", "41.50", "48.20"]
+    assert body["softmax [best@test] (paper)"] == ["42.40", "38.30", "45.20"]
 
 
 def test_detection_table(runs):
@@ -199,11 +207,15 @@ def test_metrics_option(runs):
     cells = json.loads(leaderboard_text([runs / "c100_gumbel_s0", runs / "c100_gumbel_s1",
                                          runs / "c100_gumbel_s2"], "json", metrics=metrics))
     assert [c["metric"] for c in cells[:5]] == list(metrics)
-    ece = find(cells, "gumbel (stage 2)", "cifar100lt", metric="ece")
+    # the best epoch's record holds test top-1 and shot groups only; ECE is the last epoch's
+    assert find(cells, "gumbel [best@test] (stage 2)", "cifar100lt", metric="ece")["mean"] is None
+    last = json.loads(leaderboard_text([runs / f"c100_gumbel_s{s}" for s in range(3)], "json", metrics=metrics,
+                                       epoch="last"))
+    ece = find(last, "gumbel [last] (stage 2)", "cifar100lt", metric="ece")
     assert ece["mean"] == pytest.approx(statistics.mean([5.0, 6.0, 7.0])) and ece["paper"] is None
-    few = find(cells, "gumbel (stage 2)", "cifar100lt", metric="few")
+    few = find(cells, "gumbel [best@test] (stage 2)", "cifar100lt", metric="few")
     assert (few["mean"], few["n"]) == (None, 0)                              # every value null
-    assert find(cells, "gumbel (paper)", "cifar100lt", metric="many")["mean"] is None
+    assert find(cells, "gumbel [best@test] (paper)", "cifar100lt", metric="many")["mean"] is None
     rows = md_table(leaderboard_text([runs / "c100_gumbel_s0"], metrics="top1,many,medium,few,ece"),
                     "classification")
     assert rows[0][1:] == [f"cifar100lt ib=100 resnet32 {m}" for m in metrics]
@@ -217,13 +229,13 @@ def test_csv_parses_back(runs):
     rows = csv_rows(leaderboard_text([runs], "csv"))
     assert list(rows[0]) == ["row", "kind", "task", "imbalance", "version", "model", "metric", "mean", "std", "n",
                              "paper", "delta", "reference", "setup_hash"]
-    gumbel = find(rows, "gumbel (stage 2)", "cifar100lt", imbalance="100.0")
+    gumbel = find(rows, "gumbel [best@test] (stage 2)", "cifar100lt", imbalance="100.0")
     assert float(gumbel["mean"]) == pytest.approx(46.0) and gumbel["n"] == "3"
     assert float(gumbel["std"]) == pytest.approx(statistics.stdev(GUMBEL_C100))
     assert (float(gumbel["paper"]), float(gumbel["delta"])) == (45.5, pytest.approx(0.5))
-    missing = find(rows, "softmax (stage 1)", "cifar100lt", imbalance="200.0")
+    missing = find(rows, "softmax [last] (stage 1)", "cifar100lt", imbalance="200.0")
     assert [missing[k] for k in ("mean", "std", "n", "paper", "delta")] == ["", "", "", "", ""]
-    paper_only = find(rows, "softmax (stage 2)", "cifar100lt", imbalance="200.0")    # no run, paper known
+    paper_only = find(rows, "softmax [best@test] (stage 2)", "cifar100lt", imbalance="200.0")    # no run, paper known
     assert (paper_only["mean"], paper_only["paper"]) == ("", "38.3")
     ap = find(rows, "gumbel", "lvis", metric="APbox", version="v1")
     assert ap["imbalance"] == "" and float(ap["mean"]) == pytest.approx(statistics.mean(LVIS_GUMBEL_AP) + 1)
@@ -237,10 +249,10 @@ def test_latex_parses_back(runs):
     lines = tables[0].splitlines()
     assert r"\toprule" in lines and r"\bottomrule" in lines
     body = lines[lines.index(r"\midrule") + 1:lines.index(r"\bottomrule")]
-    assert len(body) == 7 and all(line.endswith(r"\\") for line in body)
+    assert len(body) == 10 and all(line.endswith(r"\\") for line in body)
     assert lines[lines.index(r"\toprule") + 1].startswith(r"method & cifar100lt ib=100 resnet32 &")
     assert body[2].split(" & ")[1] == rf"46.00 $\pm$ {statistics.stdev(GUMBEL_C100):.2f} (n=3) $\Delta$ +0.50"
-    assert body[5].startswith(r"\textit{gumbel (paper)} & 45.50 &")
+    assert body[8].startswith(r"\textit{gumbel [best@test] (paper)} & 45.50 &")
     det_lines = tables[1].splitlines()
     assert r"lvis v1 mask\_rcnn\_r50" in tables[1] and "mask_rcnn" not in tables[1]
     assert det_lines[det_lines.index(r"\midrule") - 1] == "method & AP & APr & APc & APf & APbox \\\\"
@@ -282,9 +294,9 @@ def test_html_parses_back(runs):
     assert classification["thead"] == [["method", "cifar100lt ib=100 resnet32", "cifar100lt ib=200 resnet32",
                                          "imagenetlt ib=256 resnet50"]]
     body = {r[0]: r[1:] for r in classification["tbody"]}
-    assert len(classification["tbody"]) == 7
-    assert body["gumbel (stage 2) [cfg cccc22]"] == ["44.00 ± - (n=1) Δ -1.50", "-", "-"]
-    assert body["softmax (paper)"] == ["42.40", "38.30", "45.20"]
+    assert len(classification["tbody"]) == 10
+    assert body["gumbel [best@test] (stage 2) [cfg cccc22]"] == ["44.00 ± - (n=1) Δ -1.50", "-", "-"]
+    assert body["softmax [best@test] (paper)"] == ["42.40", "38.30", "45.20"]
     assert detection["thead"] == [["method", "lvis v1 mask_rcnn_r50"], ["AP", "APr", "APc", "APf", "APbox"]]
     assert [r[0] for r in detection["tbody"]][:2] == ["gumbel", "sigmoid [softmax scores]"]
 
@@ -296,7 +308,7 @@ def test_cli_and_config_entry_points(runs, tmp_path, capsys):
     assert out.read_text() == leaderboard_text([runs], "csv", metrics=["top1", "ece"])
     assert {r["metric"] for r in csv_rows(out.read_text())} == {"top1", "ece", "AP", "APr", "APc", "APf", "APbox"}
     assert main([str(runs / "inlt")]) == 0
-    assert "| gumbel (stage 2) | 48.70 ± - (n=1) Δ +0.50 |" in capsys.readouterr().out
+    assert "| gumbel [best@test] (stage 2) | 48.70 ± - (n=1) Δ +0.50 |" in capsys.readouterr().out
     assert main([str(tmp_path / "nowhere")]) == 2
     assert "DataError" in capsys.readouterr().err
     cfg = OmegaConf.create({"leaderboard": {"paths": [str(runs)], "format": "json", "out": str(tmp_path / "lb.json"),
@@ -309,9 +321,32 @@ def test_cli_and_config_entry_points(runs, tmp_path, capsys):
 
 def test_reference_file_is_well_formed():
     entries = load_references()
-    cifar = {(e["imbalance"], e["method"]): e["top1"] for e in entries if e["task"] == "cifar100lt"}
+    cifar = {(e["imbalance"], e["method"]): e["top1"] for e in entries if e["task"] == "cifar100lt" and e["stage"] == 2}
     assert cifar == {(50, "softmax"): 46.2, (100, "softmax"): 42.4, (200, "softmax"): 38.3,
                      (50, "gumbel"): 49.0, (100, "gumbel"): 45.5, (200, "gumbel"): 41.5}
     gol = [e for e in entries if e["model"] == "gol_r101"]
     assert [(e["AP"], e["APr"], e["APc"], e["APf"], e["APbox"]) for e in gol] == [(29.0, 22.8, 29.0, 31.7, 29.2)]
     assert all(e.get("table") for e in entries)
+
+
+def test_epoch_protocols_and_deltas_like_with_like(tmp_path):
+    """A run's best epoch on test meets the paper's best-test row; its last epoch and an epoch
+    picked on val are rows of their own, with no delta against it."""
+    on_test = cls(2, "gumbel", 44.0, "t1")
+    on_test.update(best_top1=45.0, best_epoch=9)
+    on_val = cls(2, "gumbel", 44.5, "v1", task="imagenetlt", imbalance=256.0, model="resnet50")
+    on_val.update(best_top1=47.0, best_select="val", best_epoch=7)
+    (tmp_path / "results.json").write_text(json.dumps([on_test, on_val]))
+    cells = lambda epoch: json.loads(leaderboard_text([tmp_path], "json", epoch=epoch))  # noqa: E731
+    auto = cells("auto")
+    assert find(auto, "gumbel [best@test] (stage 2)", "cifar100lt")["delta"] == pytest.approx(45.0 - 45.5)
+    val = find(auto, "gumbel [best@val] (stage 2)", "imagenetlt")
+    assert (val["mean"], val["paper"], val["delta"]) == (47.0, None, None)
+    last = cells("last")
+    assert find(last, "gumbel [last] (stage 2)", "cifar100lt")["delta"] is None
+    assert find(last, "gumbel [last] (stage 2)", "cifar100lt")["mean"] == 44.0
+    both = {c["row"] for c in cells("both") if c["task"] == "cifar100lt" and c["mean"] is not None
+            and not c["reference"]}
+    assert both == {"gumbel [last] (stage 2)", "gumbel [best@test] (stage 2)"}
+    with pytest.raises(ConfigError, match="epoch 'first'"):
+        leaderboard_text([tmp_path], epoch="first")

@@ -37,8 +37,12 @@ class Stage2Recipe(StageRecipe):
     milestones: list[float] = field(default_factory=list)
     gamma: float = 0.1
     reference_epochs: Optional[float] = "${.epochs}"   # type: ignore[assignment]
+    # BatchNorm of the frozen backbone while the classifier trains: train (the running statistics
+    # follow the stage-2 batches, as the GOL authors' and Kang et al.'s code, whose whole model is
+    # in train mode) | frozen (eval mode: the stage-1 statistics)
+    bn: str = "train"
     # true: backbone features computed once (one forward pass), then every epoch trains on them:
-    # much faster, but without data augmentation in stage 2
+    # much faster, but without data augmentation in stage 2 (and needs bn=frozen)
     cache_features: bool = False
 
 

@@ -1,5 +1,6 @@
 """Post-hoc logit adjustment (Menon et al., ICLR 2021): logits minus tau * log(training prior),
-folded into the classifier's bias; tau = the given value or 1."""
+folded into the classifier's bias; tau chosen on the val split where the task has one (grid
+0, 0.1, ..., 2; balanced accuracy), else the given tau (default 1, the paper's)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from lt_bench.stages.methods import STAGE2_METHODS, Stage2Method, Stage2Outcome,
 class LogitAdjustment(Stage2Method):
     @dataclass
     class Settings(Stage2Recipe):
-        tau: Optional[float] = None    # null: 1.0
+        tau: Optional[float] = None    # null: chosen on the val split, or 1.0 without one
 
     @classmethod
     def check(cls, settings, task) -> None:
@@ -24,7 +25,15 @@ class LogitAdjustment(Stage2Method):
         return stage.post_hoc(self.name, self._adjust)
 
     def _adjust(self, stage) -> dict:
-        from lt_bench.stages.classifier_ops import adjust_logits
-        tau = 1.0 if self.settings.tau is None else float(self.settings.tau)
+        import copy
+
+        from lt_bench.stages.classifier_ops import adjust_logits, choose_adjustment_tau
+        tau, details = self.settings.tau, {}
+        if tau is None and stage.bundle.val is not None:
+            features, labels = stage.val_features("logit_adjust val features")
+            tau, scores = choose_adjustment_tau(features, labels, copy.deepcopy(stage.model.classifier).cpu().float(),
+                                                stage.bundle.train_counts)
+            details["val_balanced_top1_by_tau"] = {str(t): round(100 * v, 4) for t, v in scores.items()}
+        tau = 1.0 if tau is None else float(tau)
         adjust_logits(stage.model.classifier, stage.bundle.train_counts, tau)
-        return {"tau": tau}
+        return {**details, "tau": tau}

@@ -66,3 +66,28 @@ def test_choose_tau_fixes_a_norm_biased_classifier():
     threshold = np.log(1.6 / 0.6) / np.log(4)
     assert len(scores) == 21 and scores[0.0] == pytest.approx(0.25)
     assert tau == min(t for t in scores if t > threshold) == 0.8 and scores[tau] == pytest.approx(1.0)
+
+
+def test_tau_norm_scores_without_the_bias_as_kang():
+    """Kang et al.'s tau_norm.py scores f . w_i / ||w_i||^tau: the classifier's bias is not used."""
+    layer, x = linear(), torch.randn(5, 6)
+    w = layer.weight.detach().clone()
+    tau_normalise(layer, 0.7)
+    torch.testing.assert_close(layer(x), x @ (w / w.norm(dim=1, keepdim=True) ** 0.7).T)
+
+
+def test_logit_adjustment_tau_chosen_on_val_by_balanced_accuracy():
+    from lt_bench.stages.classifier_ops import choose_adjustment_tau
+    # a classifier that prefers the head class 0 by +1 logit on every sample of class 1
+    layer = nn.Linear(2, 2)
+    with torch.no_grad():
+        layer.weight.copy_(torch.eye(2))
+        layer.bias.copy_(torch.tensor([1.0, 0.0]))
+    labels = torch.tensor([0] * 10 + [1] * 10)
+    features = torch.eye(2)[labels] * 0.5          # margin 0.5 for the true class, bias 1 for class 0
+    counts = [90, 10]                               # log prior gap log(9) = 2.197
+    tau, scores = choose_adjustment_tau(features, labels, layer, counts)
+    # class 1 wins its samples once tau * log 9 > 1 - 0.5 (tau > 0.228), class 0 keeps its own while
+    # tau * log 9 < 1 + 0.5 (tau < 0.683): the smallest tau of the grid above 0.228 is 0.3
+    assert scores[0.0] == pytest.approx(0.5) and scores[0.3] == pytest.approx(1.0) and tau == 0.3
+    assert scores[0.7] == pytest.approx(0.5)
