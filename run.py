@@ -14,8 +14,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from lt_bench.compose import check_composed, check_sweep, hydra_overrides_for_rank, setup_hydra  # noqa: E402
-from lt_bench.errors import ConfigError  # noqa: E402
+from lt_bench.compose import (check_composed, check_run_folder, check_sweep, hydra_overrides_for_rank,  # noqa: E402
+                              setup_hydra)
+from lt_bench.errors import CheckpointError, ConfigError  # noqa: E402
 
 setup_hydra()
 sys.argv += hydra_overrides_for_rank(sys.argv[1:])
@@ -36,6 +37,8 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     try:
         check_sweep(sys.argv[1:])
-    except ConfigError as err:
-        sys.exit(f"ConfigError: {err}")
+        check_run_folder(sys.argv[1:])      # before Hydra writes into out_dir
+    except (ConfigError, CheckpointError) as err:
+        print(f"{type(err).__name__}: {err}", file=sys.stderr)
+        sys.exit(2)
     main()

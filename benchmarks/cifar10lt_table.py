@@ -35,6 +35,8 @@ KEPT = REPO / "benchmarks" / "results" / "cifar10lt"
 SCHEDULE = ["stage1.epochs=30", "stage1.batch_size=128", "stage1.lr=0.1", "stage1.warmup_epochs=5",
             "stage1.milestones=[20,25]", "stage1.reference_epochs=30", "stage1.gamma=0.01",
             "stage1.weight_decay=2e-4", "data.autoaugment=false"]
+GOL_STAGE2 = ["stage2.epochs=15", "stage2.batch_size=64", "stage2.lr=1e-4", "stage2.schedule=constant",
+              "stage2.weight_decay=2e-4", "stage2.source=GOL CIFAR stage 2 (for comparison)"]
 # label -> the stage-2 overrides (each method's recipe comes with stage2=<name>)
 METHODS = {
     "gumbel_authors": ["stage2=gumbel", "activations.gumbel.gradient=authors"],
@@ -42,6 +44,9 @@ METHODS = {
     "softmax": ["stage2=softmax"],
     "crt": ["stage2=crt"],
     "lws": ["stage2=lws"],
+    # cRT and LWS as lt_bench ran them before they had their own recipes: GOL's CIFAR stage 2
+    "crt_gol_recipe": ["stage2=crt", *GOL_STAGE2],
+    "lws_gol_recipe": ["stage2=lws", *GOL_STAGE2],
     "tau_norm": ["stage2=tau_norm"],
     "logit_adjust": ["stage2=logit_adjust"],
 }

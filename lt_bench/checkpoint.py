@@ -45,5 +45,13 @@ def load_for_resume(path: str | os.PathLike, config_hash: str | None,
     if ckpt.get("config_hash") != config_hash:
         raise CheckpointError(
             f"{path} was written by a run with config hash {ckpt.get('config_hash')}, this run's is "
-            f"{config_hash}: resume needs the same configuration (see config.yaml beside it)")
+            f"{config_hash}: resume needs the same configuration (see config.yaml beside it; evaluation "
+            "settings, eval.* and data.eval_batch_size, may differ)")
     return ckpt
+
+
+def check_resumable(checkpoints: list, config_hash: str | None) -> None:
+    """Every checkpoint a resumed run would continue from was written by this configuration
+    (CheckpointError otherwise), checked before the run writes anything."""
+    for path in checkpoints:
+        load_for_resume(path, config_hash)

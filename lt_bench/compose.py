@@ -119,3 +119,31 @@ def check_sweep(argv: list[str]) -> None:
                 check_composed(compose("config", overrides=job), job)
             except ConfigError as err:
                 raise ConfigError(f"multirun job #{number} ({' '.join(job)}): {err}; no job was started") from None
+
+
+def check_run_folder(argv: list[str]) -> None:
+    """Before Hydra writes its files (``.hydra/``, ``run.log``) into ``out_dir``: may this run use
+    it?  A folder holding a finished run is refused unless resumed or overwritten, a resume
+    with nothing to resume is an error, and a resume of another configuration's checkpoints is
+    refused, all with the folder untouched (``run_folder.accept_run_folder``).  Single
+    classification runs with an explicit ``out_dir``, rank 0; the pipeline checks again."""
+    from hydra._internal.utils import get_args_parser
+
+    args, _ = get_args_parser().parse_known_args(argv)
+    if args.multirun or args.config_path or args.config_dir or args.config_name or os.environ.get("RANK", "0") != "0":
+        return
+    from hydra import compose, initialize_config_dir
+
+    from lt_bench.run_folder import CONFIG_DIR, accept_run_folder, run_files, training_hash
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=list(args.overrides))
+    except Exception:   # noqa: BLE001 - composition errors are Hydra's to report, in its own words
+        return
+    if cfg.mode != "train" or not cfg.out_dir or cfg.task.get("kind") == "detection":
+        return
+    from pathlib import Path
+    root = Path(cfg.out_dir)
+    if accept_run_folder(cfg, root) == "resume":
+        from lt_bench.checkpoint import check_resumable
+        check_resumable([f for f in run_files(root) if f.suffix == ".pt"], training_hash(cfg))

@@ -18,8 +18,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.*.tmp"):   # left by a writer that was killed
-        stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        if not _writer_alive(stale, path.name):
+            stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -31,6 +32,57 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _writer_alive(tmp: Path, target: str) -> bool:
+    """Is the process that made this temporary file (``.<target>.<pid>.<random>.tmp``) still
+    running?  Names without a pid (older writers) count as stale."""
+    import re
+    match = re.match(rf"\.{re.escape(target)}\.(\d+)\.", tmp.name)
+    if match is None:
+        return False
+    pid = int(match.group(1))
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunLock:
+    """An exclusive lock on a run folder (``<run>/.lock``, holding the owner's pid), so that two
+    runs never write one folder at once; the operating system releases it when the process ends."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.path = Path(root) / ".lock"
+        self.handle: IO[str] | None = None
+
+    def acquire(self) -> "RunLock":
+        import fcntl
+        from lt_bench.errors import ConfigError
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise ConfigError(f"{self.path.parent} is in use by a running run (pid {holder}); wait for it, "
+                              "or choose another out_dir") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self.handle = handle
+        return self
+
+    def release(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Iterable, Sequence
 
 from lt_bench.errors import ConfigError, LtBenchError
 from lt_bench.fileio import atomic_write
+from lt_bench.records import RESULTS_FILE
 from lt_bench.leaderboard_render import FORMATS, render
 from lt_bench.leaderboard_table import (EPOCHS, Cell, Column, Row, Table, build_leaderboard,  # noqa: F401
                                         collect_records, load_references, protocol, split_metrics)
@@ -23,7 +25,16 @@ def leaderboard_text(paths: Iterable[str | os.PathLike], fmt: str = "md",
 
 def write_leaderboard(paths: Sequence[str | os.PathLike], fmt: str = "md", out: str | os.PathLike | None = None,
                       metrics: Sequence[str] | str | None = None, epoch: str = "auto") -> int:
-    """Print the leaderboard, or write it atomically to ``out`` and print where."""
+    """Print the leaderboard, or write it atomically to ``out`` and print where.  ``out`` may be
+    neither a folder nor a records file: the leaderboard never replaces its own input."""
+    if out is not None:
+        target = Path(out)
+        if target.is_dir():
+            raise ConfigError(f"--out {target}: is a folder; name the file to write")
+        if target.name == RESULTS_FILE or target.resolve() in {Path(r["source"]).resolve()
+                                                                for r in collect_records(paths)}:
+            raise ConfigError(f"--out {target}: would replace run records ({RESULTS_FILE}); write the table "
+                              "to another file")
     text = leaderboard_text(paths, fmt, metrics, epoch)
     if out is None:
         print(text, end="")

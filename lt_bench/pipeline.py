@@ -18,10 +18,10 @@ from lt_bench.data import DataBundle, build_data
 from lt_bench.distributed import DistContext
 from lt_bench.errors import CheckpointError, ConfigError
 from lt_bench.evaluation import compute_metrics, run_inference
-from lt_bench.fileio import atomic_write
+from lt_bench.fileio import RunLock, atomic_write
 from lt_bench.models import LTClassifier, build_model, parameter_checksum
 from lt_bench.records import SCHEMA_VERSION, git_revision, upsert_record
-from lt_bench.run_folder import RunFolder, config_hash, resolve_out_dir
+from lt_bench.run_folder import RunFolder, accept_run_folder, config_hash, resolve_out_dir, run_files, training_hash
 from lt_bench.seeding import seed_everything
 from lt_bench.shots import SHOT_GROUPS, thresholds_of
 from lt_bench.stages.loop import TrainOptions
@@ -146,6 +146,19 @@ def _write_plots(folder: RunFolder) -> None:
         log.warning("plots not written (%s: %s)", type(err).__name__, err)
 
 
+def _clear_run(folder: RunFolder) -> None:
+    """``overwrite=true``: the run the folder held goes (records, checkpoints, cache, curves,
+    plots, config), so that nothing of it mixes with the new one."""
+    import shutil
+    for path in (folder.results, folder.config, *(folder.root / name for name in
+                                                  ("per_class_accuracy.png", "weight_norms.png", "activations.png"))):
+        path.unlink(missing_ok=True)
+    for path in (folder.checkpoints, folder.feature_cache, folder.root / "tensorboard"):
+        if path.is_dir():
+            shutil.rmtree(path)
+    log.info("overwrite=true: removed the earlier run's records, checkpoints and curves in %s", folder.root)
+
+
 def _save_config(cfg: DictConfig, folder: RunFolder) -> None:
     text = OmegaConf.to_yaml(cfg, resolve=True).encode()
     atomic_write(folder.config, lambda f: f.write(text))
@@ -166,9 +179,13 @@ def run_training(cfg: DictConfig) -> list[dict]:
     validate(cfg)
     stage1_ckpt = _check_stage1_checkpoint(cfg) if str(cfg.stage) == "2" else None
     ctx = distributed.setup(cfg.device, float(cfg.distributed.timeout_minutes))
+    pipeline = None
     try:
-        return Pipeline(cfg, ctx).run(stage1_ckpt)
+        pipeline = Pipeline(cfg, ctx)
+        return pipeline.run(stage1_ckpt)
     finally:
+        if pipeline is not None:
+            pipeline.lock.release()
         distributed.teardown(ctx)
 
 
@@ -179,13 +196,18 @@ class Pipeline:
         self.cfg, self.ctx = cfg, ctx
         self.folder = RunFolder(ctx.broadcast_object(str(resolve_out_dir(cfg))))
         self.opts = _train_options(cfg)
-        self.meta = {"config_hash": config_hash(cfg), "num_classes": int(cfg.task.num_classes),
+        self.meta = {"config_hash": training_hash(cfg), "num_classes": int(cfg.task.num_classes),
                      "model_name": cfg.model.name, "task": cfg.task.name}
         self.records: list[dict] = []
+        self.lock = RunLock(self.folder.root)
 
     def run(self, stage1_ckpt: dict | None) -> list[dict]:
         cfg, ctx, started = self.cfg, self.ctx, time.perf_counter()
+        mode = self._accept()
+        self.opts = replace(self.opts, resume=mode == "resume")
         if ctx.is_main:
+            if mode == "overwrite":
+                _clear_run(self.folder)
             self.folder.root.mkdir(parents=True, exist_ok=True)
             _save_config(cfg, self.folder)
         check_batch_sizes(cfg, ctx.world_size)
@@ -208,6 +230,28 @@ class Pipeline:
                   f"({time.perf_counter() - started:.0f} s) -> {self.folder.results}\n"
                   f"{format_summary(self.records)}\n", flush=True)
         return self.records
+
+    def _accept(self) -> str:
+        """Rank 0 decides whether this run may use its folder (``accept_run_folder``) and, for a
+        resume, that the checkpoints are this configuration's, before anything is written; every
+        rank gets the verdict."""
+        verdict: tuple[str, str] = ("ok", "new")
+        if self.ctx.is_main:
+            try:
+                mode = accept_run_folder(self.cfg, self.folder.root)
+                self.lock.acquire()             # a second run on this folder fails here, naming the first
+                mode = accept_run_folder(self.cfg, self.folder.root)   # as found under the lock
+                if mode == "resume":
+                    from lt_bench.checkpoint import check_resumable
+                    check_resumable([f for f in run_files(self.folder.root) if f.suffix == ".pt"],
+                                    self.meta["config_hash"])
+                verdict = ("ok", mode)
+            except (ConfigError, CheckpointError) as err:
+                verdict = (type(err).__name__, str(err))
+        kind, message = self.ctx.broadcast_object(verdict)
+        if kind == "ok":
+            return message
+        raise (ConfigError if kind == "ConfigError" else CheckpointError)(message)
 
     def _data(self) -> DataBundle:
         cfg = self.cfg

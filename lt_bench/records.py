@@ -5,6 +5,7 @@ Every number a leaderboard shows comes from these records; percentages are 0-100
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 from pathlib import Path
@@ -41,6 +42,17 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     return records
 
 
+def non_finite_fields(value: Any, where: str = "") -> list[str]:
+    """The dotted names of NaN or infinite numbers anywhere in a record."""
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [where or "value"]
+    if isinstance(value, dict):
+        return [f for k, v in value.items() for f in non_finite_fields(v, f"{where}.{k}" if where else str(k))]
+    if isinstance(value, (list, tuple)):
+        return [f for i, v in enumerate(value) for f in non_finite_fields(v, f"{where}[{i}]")]
+    return []
+
+
 def upsert_record(path: str | os.PathLike, record: dict[str, Any]) -> list[dict[str, Any]]:
     """Add ``record`` to the file, replacing an earlier record of the same stage and method
     (a resumed or repeated run in the same folder)."""
@@ -48,6 +60,11 @@ def upsert_record(path: str | os.PathLike, record: dict[str, Any]) -> list[dict[
     missing = [k for k in required if k not in record]
     if missing:
         raise ValueError(f"record lacks {', '.join(missing)}")
+    bad = non_finite_fields(record)
+    if bad:
+        raise DataError(f"{path}: the record of stage {record.get('stage')} ({record.get('method')}) has non-finite "
+                        f"values in {', '.join(bad[:5])}; it is not written (a NaN would break every table "
+                        "over this folder)")
     records = [r for r in read_records(path) if record_key(r) != record_key(record)]
     records.append(record)
     records.sort(key=lambda r: tuple("" if v is None else str(v) for v in record_key(r)))

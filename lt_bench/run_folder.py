@@ -29,7 +29,7 @@ PLOTS = {"per_class_accuracy": "per_class_accuracy.png", "weight_norms": "weight
          "activations": "activations.png"}
 
 # Keys that say where and how a run executes, not what it computes: excluded from the hash.
-RUNTIME_KEYS = ("out_dir", "resume", "progress", "mode", "stage", "stage1.checkpoint", "device",
+RUNTIME_KEYS = ("out_dir", "resume", "overwrite", "progress", "mode", "stage", "stage1.checkpoint", "device",
                 "data.root", "data.splits_dir", "data.download", "data.num_workers", "data.persistent_workers",
                 "data.prefetch_factor", "distributed", "check_data", "leaderboard", "plots")
 
@@ -93,6 +93,52 @@ def resolve_out_dir(cfg: DictConfig) -> Path:
     if hydra_cfg is None:
         raise ConfigError("out_dir is required when the config is not run through run.py")
     return Path(hydra_cfg.runtime.output_dir)
+
+
+# Keys that change how a trained model is evaluated and reported, not the weights: left out of
+# the hash that guards resume, so a fixed evaluation setting never forces retraining.
+EVALUATION_KEYS = ("eval", "data.eval_batch_size", "overwrite")
+RESUME_CHOICES = (False, True, "auto")
+
+
+def training_hash(cfg: DictConfig) -> str:
+    """The hash a checkpoint carries: what changes the trained weights (not the evaluation)."""
+    return config_hash(cfg, exclude=EVALUATION_KEYS)
+
+
+def run_files(root: Path) -> list[Path]:
+    """The files that make ``root`` a run: its records and checkpoints (Hydra's log and config
+    copies do not)."""
+    folder = RunFolder(root)
+    found = [folder.results] if folder.results.exists() else []
+    return found + (sorted(folder.checkpoints.glob("*.pt")) if folder.checkpoints.is_dir() else [])
+
+
+def accept_run_folder(cfg: DictConfig, root: Path) -> str:
+    """May this run use ``root``?  Before anything is written there: ``"new"`` (start),
+    ``"resume"`` (continue its checkpoints) or ``"overwrite"`` (replace the run it holds);
+    otherwise ConfigError, so a finished run is never overwritten by accident and a mistyped
+    ``out_dir`` never silently starts from scratch.  ``resume=auto`` resumes when there is a
+    checkpoint, else starts (requeued cluster jobs)."""
+    resume = cfg.get("resume", False)
+    if resume not in RESUME_CHOICES:
+        raise ConfigError(f"resume must be true, false or auto, got {resume!r}")
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"out_dir={root} is a file, not a folder")
+    found = run_files(root)
+    checkpoints = [f for f in found if f.suffix == ".pt"]
+    if resume is True and not checkpoints:
+        raise ConfigError(f"resume=true but {root} holds no checkpoint to resume (checkpoints/stage*.pt): check "
+                          "out_dir, or use resume=auto to start when there is nothing to resume")
+    if resume and checkpoints:
+        return "resume"
+    if found:
+        if cfg.get("overwrite", False):
+            return "overwrite"
+        names = ", ".join(str(f.relative_to(root)) for f in found)
+        raise ConfigError(f"out_dir={root} already holds a run ({names}): resume=true continues it, "
+                          "overwrite=true replaces it, or choose another out_dir")
+    return "new"
 
 
 def _drop(container: dict, dotted: str) -> None:

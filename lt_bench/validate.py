@@ -13,7 +13,7 @@ from __future__ import annotations
 from numbers import Number
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lt_bench.errors import ConfigError
 from lt_bench.errors import check_one_of as one_of
@@ -59,6 +59,7 @@ def _check_classification(cfg: DictConfig) -> None:
         raise ConfigError(f"eval.select=val chooses the best epoch on the val split and reports it on the test "
                           f"split: task {cfg.task.name} with eval.split={cfg.eval.split} has no such pair "
                           "(eval.select=test|none)")
+    _check_eval_and_run(cfg)
     pretrained = cfg.model.get("pretrained")
     if pretrained == "torchvision":
         from lt_bench.models.pretrained import torchvision_weights
@@ -81,8 +82,41 @@ def _check_recipe(stage: str, recipe: DictConfig) -> None:
     SCHEDULES.check(recipe.schedule, f"{stage}.schedule")
     positive_int(f"{stage}.epochs", recipe.epochs)
     positive_int(f"{stage}.batch_size", recipe.batch_size)
-    if not isinstance(recipe.lr, Number) or recipe.lr <= 0:
+    if not _finite(recipe.lr) or recipe.lr <= 0:
         raise ConfigError(f"{stage}.lr must be a positive number, got {recipe.lr!r}")
+    if not _finite(recipe.momentum) or not 0 <= recipe.momentum < 1:
+        raise ConfigError(f"{stage}.momentum must be in [0, 1), got {recipe.momentum!r}")
+    if not _finite(recipe.weight_decay) or recipe.weight_decay < 0:
+        raise ConfigError(f"{stage}.weight_decay must be a finite number >= 0, got {recipe.weight_decay!r}")
+    if not _finite(recipe.warmup_epochs) or recipe.warmup_epochs < 0:
+        raise ConfigError(f"{stage}.warmup_epochs must be >= 0, got {recipe.warmup_epochs!r}")
+    if not _finite(recipe.gamma) or recipe.gamma <= 0:
+        raise ConfigError(f"{stage}.gamma must be a positive number, got {recipe.gamma!r}")
+
+
+def _finite(value) -> bool:
+    import math
+    return isinstance(value, Number) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_eval_and_run(cfg: DictConfig) -> None:
+    """Evaluation settings and run-level numbers that would otherwise give wrong results silently."""
+    thresholds = cfg.eval.shot_thresholds
+    if (thresholds is None or len(thresholds) != 2 or not all(isinstance(t, int) and not isinstance(t, bool)
+                                                              for t in thresholds)
+            or not thresholds[0] >= thresholds[1] >= 1):
+        raise ConfigError(f"eval.shot_thresholds must be [many_above, few_below], two integers with many_above >= "
+                          f"few_below >= 1 (the field's [100, 20]), got {list(thresholds) if thresholds else None}")
+    positive_int("eval.ece_bins", cfg.eval.ece_bins)
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or cfg.seed < 0:
+        raise ConfigError(f"seed must be an integer >= 0, got {cfg.seed!r}")
+    workers = cfg.data.num_workers
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
+        raise ConfigError(f"data.num_workers must be an integer >= 0, got {workers!r}")
+    for key in ("stage1.checkpoint", "model.pretrained"):
+        value = OmegaConf.select(cfg, key)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{key} must be a path (or null), got {type(value).__name__} {value!r}")
 
 
 def _foreign_settings(node: DictConfig, settings_cls, choose: str) -> None:

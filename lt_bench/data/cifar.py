@@ -1,10 +1,13 @@
 """CIFAR-10/100-LT from torchvision's pickles or from an image-folder layout."""
 from __future__ import annotations
 
+import hashlib
 import pickle
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
 from torchvision import datasets
 
 from lt_bench.data.bundle import DATASETS, DataBundle, DatasetBuilder
@@ -16,66 +19,112 @@ TORCHVISION_CIFAR = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}
 FORMATS = ("pickle", "imagefolder")
 
 
-def _without_md5(cls: type) -> type:
-    """The torchvision class with its md5 list emptied: files must exist, checksums are not
-    compared (synthetic or re-packed pickles).  Only public class attributes change."""
-    return type(
-        f"Unverified{cls.__name__}",
-        (cls,),
-        {
-            "train_list": [[name, None] for name, _ in cls.train_list],
-            "test_list": [[name, None] for name, _ in cls.test_list],
-            "meta": {**cls.meta, "md5": None},
-        },
-    )
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles only what the official CIFAR python files hold: dicts, lists, strings, bytes,
+    numbers and NumPy arrays.  Any other global (``os.system`` in a ``__reduce__``) is refused
+    before it is called: reading a CIFAR file never runs code."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"), ("copy_reg", "_reconstructor"),
+               ("copyreg", "_reconstructor"), ("__builtin__", "object"), ("builtins", "object")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused global {module}.{name}: a CIFAR pickle holds only arrays, "
+                                     "lists, strings and numbers")
 
 
-def _check_pickle(path: Path, meta_key: str | None) -> None:
-    """A CIFAR pickle that torchvision can read, else DataError naming the file: empty,
-    truncated, or without the arrays torchvision expects."""
+def read_cifar_pickle(path: Path) -> dict:
+    """One CIFAR pickle through the restricted unpickler; DataError naming the file."""
     try:
         with open(path, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
-    except (EOFError, pickle.UnpicklingError, ValueError, OSError, AttributeError, ImportError, IndexError) as err:
+            entry = _CifarUnpickler(f, encoding="latin1").load()
+    except (EOFError, pickle.UnpicklingError, ValueError, OSError, AttributeError, ImportError, IndexError,
+            TypeError, KeyError) as err:
         raise DataError(f"{path}: not a readable CIFAR pickle ({type(err).__name__}: {err or 'empty file'})") from err
     if not isinstance(entry, dict):
         raise DataError(f"{path}: expected a dict, found {type(entry).__name__}")
-    if meta_key is not None:
-        if meta_key not in entry:
-            raise DataError(f"{path}: the meta file has no {meta_key!r}")
-        return
+    return entry
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _batch_arrays(path: Path) -> tuple[np.ndarray, list[int]]:
+    """Images (N, 32, 32, 3 uint8) and labels of one data pickle, checked."""
+    entry = read_cifar_pickle(path)
     labels = entry.get("labels", entry.get("fine_labels"))
     data = entry.get("data")
     if data is None or labels is None:
         raise DataError(f"{path}: needs 'data' and 'labels' (CIFAR-10) or 'fine_labels' (CIFAR-100)")
-    if getattr(data, "shape", (None,))[0] != len(labels) or getattr(data, "ndim", 0) != 2 or data.shape[1] != 3072:
+    if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072 or data.shape[0] != len(labels):
         raise DataError(f"{path}: 'data' must be N x 3072 bytes for N labels, got shape "
                         f"{getattr(data, 'shape', None)} and {len(labels)} labels")
+    if data.dtype != np.uint8:
+        raise DataError(f"{path}: 'data' must hold uint8 pixels, found {data.dtype}")
+    if not isinstance(labels, list) or not all(type(y) is int for y in labels):
+        raise DataError(f"{path}: labels must be a list of integers")
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
+
+
+class CifarArrays(Dataset):
+    """CIFAR images held as arrays; items are (PIL image, label), as torchvision's CIFAR."""
+
+    def __init__(self, images: np.ndarray, targets: list[int], classes: list[str]):
+        self.data, self.targets, self.classes = images, targets, classes
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int):
+        return Image.fromarray(self.data[i]), self.targets[i]
 
 
 def load_cifar_pickles(variant: str, root: Path, download: bool, verify_md5: bool):
+    """torchvision's CIFAR files: every md5 checked first (``verify_md5``), then each file read by
+    the restricted unpickler.  ``verify_md5=false`` trusts the files' contents, not their code:
+    the unpickler still refuses anything but data."""
     cls = TORCHVISION_CIFAR[variant]
     folder = root / cls.base_folder
-    if not download:
-        names = [n for n, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
-        missing = [n for n in names if not (folder / n).is_file()]
-        if missing:
-            raise DataError(
-                f"{variant}: missing {', '.join(missing)} in {folder}; put torchvision's "
-                f"'{cls.base_folder}' folder under data.root or pass data.download=true"
-            )
-    if not download:
-        for name in names:
-            _check_pickle(folder / name, cls.meta["key"] if name == cls.meta["filename"] else None)
-    if not verify_md5:
-        cls = _without_md5(cls)
-    try:
-        train = cls(str(root), train=True, download=download)
-        test = cls(str(root), train=False, download=download)
-    except (RuntimeError, ValueError, EOFError, OSError, KeyError, pickle.UnpicklingError) as err:
-        hint = " (data.verify_md5=false skips the checksum for re-packed files)" if verify_md5 else ""
-        raise DataError(f"{variant}: cannot load the CIFAR pickles in {folder}: {err}{hint}") from err
-    return train, test, list(train.classes)
+    if download:
+        try:
+            cls(str(root), train=True, download=True)       # torchvision downloads and checks md5s
+        except (RuntimeError, OSError) as err:
+            raise DataError(f"{variant}: cannot download the CIFAR pickles into {root}: {err}") from err
+    files = [*cls.train_list, *cls.test_list, [cls.meta["filename"], cls.meta["md5"]]]
+    missing = [n for n, _ in files if not (folder / n).is_file()]
+    if missing:
+        raise DataError(
+            f"{variant}: missing {', '.join(missing)} in {folder}; put torchvision's "
+            f"'{cls.base_folder}' folder under data.root or pass data.download=true"
+        )
+    if verify_md5:
+        for name, md5 in files:
+            if _md5(folder / name) != md5:
+                raise DataError(f"{folder / name}: md5 differs from the official file's; re-packed files need "
+                                "data.verify_md5=false (their contents are then trusted; the reader still "
+                                "refuses anything but data)")
+    meta = read_cifar_pickle(folder / cls.meta["filename"])
+    if cls.meta["key"] not in meta:
+        raise DataError(f"{folder / cls.meta['filename']}: the meta file has no {cls.meta['key']!r}")
+    classes = [str(c) for c in meta[cls.meta["key"]]]
+    splits = []
+    for file_list in (cls.train_list, cls.test_list):
+        parts = [_batch_arrays(folder / name) for name, _ in file_list]
+        images = np.concatenate([p[0] for p in parts])
+        labels = [y for p in parts for y in p[1]]
+        bad = sorted({y for y in labels if not 0 <= y < len(classes)})
+        if bad:
+            raise DataError(f"{folder}: labels {bad[:5]} outside the {len(classes)} classes of {cls.meta['filename']}")
+        splits.append(CifarArrays(images, labels, classes))
+    return splits[0], splits[1], classes
 
 
 def load_imagefolder(root: Path):

@@ -30,7 +30,7 @@ def test_mask_rcnn_gumbel_trains_and_evaluates_on_real_lvis_annotations(make_cfg
     assert record["eval_subset"] is True and record["eval_images"] == 4
     assert record["batch_size"] == 2 and record["lr"] == pytest.approx(0.0025) and record["base_lr"] == 0.02
     assert record["scoring"] == "gumbel" and record["classifier_init"] == "paper"
-    assert record["activation_options"] == {"clamp": [-4.0, 10.0], "temperature": 1.0}
+    assert record["activation_options"] == {"clamp": [-4.0, 10.0], "temperature": 1.0, "gradient": "exact"}
     assert record["kind"] == "detection" and record["method"] == "gumbel" and record["version"] == "v0.5"
     assert not record["no_detections"]      # Gumbel's init scores exp(-exp(2)) pass the 1e-4 threshold
     for key in ("AP", "APbox"):

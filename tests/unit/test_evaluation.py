@@ -90,3 +90,18 @@ def test_predictions_rank_logits_where_gumbel_scores_saturate():
 def test_empty_shot_group_is_none():
     m = compute_metrics(torch.randn(4, 2), torch.tensor([0, 1, 0, 1]), build_activation("gumbel"), [10, 5])
     assert m["many"] is None and m["medium"] is None and m["few"] is not None
+
+
+def test_best_epoch_is_chosen_on_the_select_split():
+    """best_* are the test metrics of the epoch best on the select split (the first of equals)."""
+    from lt_bench.pipeline import best_epoch
+    history = [{"epoch": 1, "test_top1": 50.0, "test_many": 60.0, "select_top1": 40.0},
+               {"epoch": 2, "test_top1": 55.0, "test_many": 70.0, "select_top1": 45.0},
+               {"epoch": 3, "test_top1": 58.0, "test_many": 65.0, "select_top1": 45.0},
+               {"epoch": 4, "test_top1": 52.0, "test_many": 62.0, "select_top1": 41.0}]
+    on_val = best_epoch({"history": history}, "val")
+    assert (on_val["best_epoch"], on_val["best_top1"], on_val["best_many"], on_val["best_select"]) == (2, 55.0, 70.0,
+                                                                                                       "val")
+    on_test = best_epoch({"history": history}, "test")
+    assert (on_test["best_epoch"], on_test["best_top1"]) == (3, 58.0)
+    assert best_epoch({"history": history}, None) == {} and best_epoch({"history": []}, "test") == {}

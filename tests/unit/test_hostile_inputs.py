@@ -51,6 +51,70 @@ def test_damaged_cifar_pickles_are_named(make_cfg, tmp_path, damage, message):
         build_data(cfg)
 
 
+class _Payload:
+    """A pickle that runs code when loaded (what a plain pickle.load would execute)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("verify_md5,message", [(True, "md5 differs from the official file's"),
+                                                (False, "refused global (posix|os|nt).system")])
+def test_a_cifar_pickle_never_runs_code(make_cfg, tmp_path, verify_md5, message):
+    """Issue 15.1: checksums first, then a reader that refuses anything but data."""
+    write_cifar(tmp_path, "cifar10", train_per_class=3, test_per_class=1)
+    marker = tmp_path / "pwned"
+    victim = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    victim.write_bytes(pickle.dumps({"data": _Payload(marker), "labels": [0]}, protocol=2))
+    cfg = make_cfg("task=cifar10lt", f"data.root={tmp_path}", f"data.verify_md5={str(verify_md5).lower()}")
+    with pytest.raises(DataError, match=rf"data_batch_1: .*{message}"):
+        build_data(cfg)
+    assert not marker.exists()
+
+
+def test_cifar_reader_equals_torchvisions(tmp_path):
+    """The restricted reader gives torchvision's CIFAR images and labels, item for item."""
+    from torchvision import datasets
+
+    from lt_bench.data.cifar import load_cifar_pickles
+    write_cifar(tmp_path, "cifar100", train_per_class=2, test_per_class=1)
+
+    class Unchecked(datasets.CIFAR100):          # torchvision's own reader, checksums off
+        train_list = [[n, None] for n, _ in datasets.CIFAR100.train_list]
+        test_list = [[n, None] for n, _ in datasets.CIFAR100.test_list]
+        meta = {**datasets.CIFAR100.meta, "md5": None}
+
+    train, test, classes = load_cifar_pickles("cifar100", tmp_path, download=False, verify_md5=False)
+    for ours, split in ((train, True), (test, False)):
+        theirs = Unchecked(str(tmp_path), train=split)
+        assert ours.targets == list(theirs.targets) and classes == theirs.classes
+        for i in (0, len(ours) // 2, len(ours) - 1):
+            assert np.array_equal(np.asarray(ours[i][0]), np.asarray(theirs[i][0])) and ours[i][1] == theirs[i][1]
+
+
+@pytest.mark.parametrize("labels,message", [([0, 0, 99], r"labels \[99\] outside the 10 classes"),
+                                            ([0, 0, -1], r"labels \[-1\] outside"),
+                                            ([0, 0, 1.5], "labels must be a list of integers")])
+def test_cifar_labels_outside_the_classes_are_named(make_cfg, tmp_path, labels, message):
+    write_cifar(tmp_path, "cifar10", train_per_class=3, test_per_class=1)
+    test_batch = tmp_path / "cifar-10-batches-py" / "test_batch"
+    test_batch.write_bytes(pickle.dumps({"data": np.zeros((3, 3072), np.uint8), "labels": labels}, protocol=2))
+    with pytest.raises(DataError, match=message):
+        build_data(make_cfg("task=cifar10lt", f"data.root={tmp_path}", "data.verify_md5=false"))
+
+
+def test_non_uint8_cifar_pixels_are_named(make_cfg, tmp_path):
+    write_cifar(tmp_path, "cifar10", train_per_class=3, test_per_class=1)
+    test_batch = tmp_path / "cifar-10-batches-py" / "test_batch"
+    test_batch.write_bytes(pickle.dumps({"data": np.zeros((2, 3072), np.float64), "labels": [0, 1]}, protocol=2))
+    with pytest.raises(DataError, match="test_batch: 'data' must hold uint8 pixels, found float64"):
+        build_data(make_cfg("task=cifar10lt", f"data.root={tmp_path}", "data.verify_md5=false"))
+
+
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "I;16"])
 def test_non_rgb_images_load_as_rgb(tmp_path, mode):
     image = Image.new(mode, (9, 7))

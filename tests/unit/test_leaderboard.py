@@ -350,3 +350,16 @@ def test_epoch_protocols_and_deltas_like_with_like(tmp_path):
     assert both == {"gumbel [last] (stage 2)", "gumbel [best@test] (stage 2)"}
     with pytest.raises(ConfigError, match="epoch 'first'"):
         leaderboard_text([tmp_path], epoch="first")
+
+
+@pytest.mark.parametrize("target,message", [("c100_softmax/results.json", "would replace run records"),
+                                            ("elsewhere/results.json", "would replace run records"),
+                                            ("c100_softmax", "is a folder")])
+def test_the_leaderboard_never_replaces_its_input(runs, target, message):
+    """Issue 15.5: --out naming a records file or a folder is refused, the records unchanged."""
+    before = (runs / "c100_softmax" / "results.json").read_bytes()
+    with pytest.raises(ConfigError, match=message):
+        from lt_bench.leaderboard import write_leaderboard
+        write_leaderboard([runs], "json", runs / target)
+    assert main([str(runs), "--format", "json", "--out", str(runs / target)]) == 2
+    assert (runs / "c100_softmax" / "results.json").read_bytes() == before

@@ -35,3 +35,16 @@ def test_bad_results_file_is_named(tmp_path):
     path.write_text("{not json")
     with pytest.raises(DataError, match="results.json: not valid JSON"):
         read_records(path)
+
+
+def test_a_record_with_nan_is_not_written(tmp_path):
+    """Issue 15: a NaN or infinity never reaches results.json (every table over it would break)."""
+    import math
+
+    from lt_bench.errors import DataError
+    from lt_bench.records import REQUIRED_FIELDS, upsert_record
+    record = {k: 0 for k in REQUIRED_FIELDS} | {"stage": 1, "method": "softmax", "ece": math.nan,
+                                                "calibration_by_shot": {"few": {"nll": math.inf}}}
+    with pytest.raises(DataError, match=r"non-finite values in ece, calibration_by_shot.few.nll"):
+        upsert_record(tmp_path / "results.json", record)
+    assert not (tmp_path / "results.json").exists()

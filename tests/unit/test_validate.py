@@ -70,3 +70,22 @@ def test_tau_norm_without_val_split_needs_tau(make_cfg):
     with pytest.raises(ConfigError, match="unknown stage2.method 'tau'; valid: crt, logit_adjust, lws, "
                                           "retrain, tau_norm"):
         validate(make_cfg("stage2=tau_norm", "stage2.method=tau"))
+
+
+@pytest.mark.parametrize("override,match", [
+    ("stage1.lr=nan", "stage1.lr must be a positive number"),
+    ("stage2.lr=inf", "stage2.lr must be a positive number"),
+    ("stage1.momentum=1.5", r"stage1.momentum must be in \[0, 1\)"),
+    ("stage1.weight_decay=-1e-4", "stage1.weight_decay must be a finite number >= 0"),
+    ("eval.shot_thresholds=[20,100]", "eval.shot_thresholds must be"),
+    ("eval.shot_thresholds=[100]", "eval.shot_thresholds must be"),
+    ("eval.ece_bins=0", "eval.ece_bins"),
+    ("seed=-1", "seed must be an integer >= 0"),
+    ("data.num_workers=-1", "data.num_workers must be an integer >= 0"),
+    ("model.pretrained=[1]", "model.pretrained must be a path"),
+])
+def test_silently_wrong_settings_are_refused(make_cfg, override, match):
+    """Issue 15: values that gave wrong numbers (NaN lr, overlapping shot groups, ECE over 0 bins)
+    or a traceback are named at start."""
+    with pytest.raises(ConfigError, match=match):
+        validate(make_cfg(override))

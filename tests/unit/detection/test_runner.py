@@ -131,12 +131,13 @@ def test_global_batch_size_divides_over_processes(make_cfg, tmp_path, v1_stats):
 def test_activation_options_and_scoring_reach_the_loss(make_cfg, tmp_path, v1_stats):
     """activations.gumbel.* (the shared activation's settings) reach the box classifier's loss."""
     cfg = make_cfg(*lvis_overrides(tmp_path, "detector=gol_r50", "activations.gumbel.temperature=2.0",
-                                   "activations.gumbel.clamp=null"))
+                                   "activations.gumbel.clamp=null", "activations.gumbel.gradient=authors"))
     loss_cfg = build(cfg, tmp_path, v1_stats).model["roi_head"]["bbox_head"]["loss_cls"]
-    assert loss_cfg["activation_options"] == {"clamp": None, "temperature": 2.0}
+    assert loss_cfg["activation_options"] == {"clamp": None, "temperature": 2.0, "gradient": "authors"}
     from mmdet.registry import MODELS
     loss = MODELS.build(loss_cfg)
     assert loss.activation.temperature == 2.0 and loss.activation.clamp is None
+    assert loss.activation.gradient == "authors"
     assert int(loss.tail.sum()) == 815
     cfg = make_cfg(*lvis_overrides(tmp_path, "activation=sigmoid", "detection.scoring=activation"))
     assert build(cfg, tmp_path, v1_stats).model["roi_head"]["bbox_head"]["loss_cls"]["softmax_scores"] is False
