@@ -36,7 +36,7 @@ SCHEDULE = ["stage1.epochs=30", "stage1.batch_size=128", "stage1.lr=0.1", "stage
             "stage1.milestones=[20,25]", "stage1.reference_epochs=30", "stage1.gamma=0.01",
             "stage1.weight_decay=2e-4", "data.autoaugment=false"]
 GOL_STAGE2 = ["stage2.epochs=15", "stage2.batch_size=64", "stage2.lr=1e-4", "stage2.schedule=constant",
-              "stage2.weight_decay=2e-4", "stage2.source=GOL CIFAR stage 2 (for comparison)"]
+              "stage2.weight_decay=2e-4", "stage2.source='GOL CIFAR stage 2, for comparison'"]
 # label -> the stage-2 overrides (each method's recipe comes with stage2=<name>)
 METHODS = {
     "gumbel_authors": ["stage2=gumbel", "activations.gumbel.gradient=authors"],
