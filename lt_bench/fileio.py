@@ -34,6 +34,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     return path
 
 
+def file_digest(path: str | os.PathLike, algorithm: str) -> str:
+    """Hex digest (``hashlib`` algorithm name) of a file, read in 1 MiB blocks."""
+    import hashlib
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _writer_alive(tmp: Path, target: str) -> bool:
     """Is the process that made this temporary file (``.<target>.<pid>.<random>.tmp``) still
     running?  Names without a pid (older writers) count as stale."""

@@ -1,7 +1,6 @@
 """CIFAR-10/100-LT from torchvision's pickles or from an image-folder layout."""
 from __future__ import annotations
 
-import hashlib
 import pickle
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from lt_bench.data.bundle import DATASETS, DataBundle, DatasetBuilder
 from lt_bench.data.long_tail import SubsetView, class_counts, long_tail_counts, long_tail_indices
 from lt_bench.data.transforms import build_transform
 from lt_bench.errors import ConfigError, DataError
+from lt_bench.fileio import file_digest
 
 TORCHVISION_CIFAR = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}
 FORMATS = ("pickle", "imagefolder")
@@ -47,14 +47,6 @@ def read_cifar_pickle(path: Path) -> dict:
     if not isinstance(entry, dict):
         raise DataError(f"{path}: expected a dict, found {type(entry).__name__}")
     return entry
-
-
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _batch_arrays(path: Path) -> tuple[np.ndarray, list[int]]:
@@ -107,7 +99,7 @@ def load_cifar_pickles(variant: str, root: Path, download: bool, verify_md5: boo
         )
     if verify_md5:
         for name, md5 in files:
-            if _md5(folder / name) != md5:
+            if file_digest(folder / name, "md5") != md5:
                 raise DataError(f"{folder / name}: md5 differs from the official file's; re-packed files need "
                                 "data.verify_md5=false (their contents are then trusted; the reader still "
                                 "refuses anything but data)")

@@ -13,7 +13,6 @@ model's ``pretrained_source``.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from lt_bench.errors import CheckpointError, ConfigError
+from lt_bench.fileio import file_digest
 
 PREFIXES = ("module.", "backbone.", "model.")
 HEADS = ("fc.", "classifier.", "head.", "last_linear.")
@@ -62,11 +62,7 @@ def _load(backbone: nn.Module, raw, what: str) -> None:
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike) -> str:

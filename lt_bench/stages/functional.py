@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lt_bench.activations import init_classifier  # noqa: F401 - the losses' classifier starts
+from lt_bench.stages.classifier_ops import log_prior
 
 
 def class_balanced_weights(train_counts: list[int], beta: float) -> Tensor:
@@ -38,14 +39,9 @@ def ldam_loss(logits: Tensor, labels: Tensor, margins: Tensor, scale: float, wei
     return weighted_cross_entropy(shifted, labels, weight)
 
 
-def log_prior(train_counts: list[int], device=None) -> Tensor:
-    counts = torch.as_tensor(train_counts, dtype=torch.float64)
-    return (counts / counts.sum()).log().float().to(device)
-
-
 def logit_adjusted_loss(logits: Tensor, labels: Tensor, train_counts: list[int], tau: float) -> Tensor:
     """Menon et al.: cross-entropy on logits + tau * log(prior)."""
-    return F.cross_entropy(logits.float() + tau * log_prior(train_counts, logits.device), labels)
+    return F.cross_entropy(logits.float() + tau * log_prior(train_counts).float().to(logits.device), labels)
 
 
 def balanced_softmax_loss(logits: Tensor, labels: Tensor, train_counts: list[int]) -> Tensor:
