@@ -14,7 +14,8 @@ feature cache (one backbone pass, BatchNorm frozen: stage2.bn=frozen, recorded).
 are stage-1 losses with the same shortened schedule (DRW from the first lr decay, epoch 20).
 
 Every run is a folder under --out (default runs/cifar10lt_table) with its results.json; a run
-whose records exist is skipped, so the script resumes where it stopped.  At the end the records
+whose records exist is skipped and an interrupted one resumes from its checkpoint (resume=auto),
+so the script continues where it stopped.  At the end the records
 are copied to benchmarks/results/cifar10lt/ (kept in the repository) and the leaderboard of them
 is written to benchmarks/results/cifar10lt_table.md.
 """
@@ -60,7 +61,7 @@ def run(args, out: Path, *overrides: str) -> None:
         return
     command = [sys.executable, str(REPO / "run.py"), "task=cifar10lt", "imbalance=100", "data.format=imagefolder",
                f"data.root={args.data}", f"data.num_workers={args.workers}", "progress=false", "plots=false",
-               "eval.select=none", f"out_dir={out}", *SCHEDULE, *overrides]
+               "eval.select=none", "resume=auto", f"out_dir={out}", *SCHEDULE, *overrides]
     print("$", " ".join(command[1:]), flush=True)
     started = time.perf_counter()
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}

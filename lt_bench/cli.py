@@ -8,7 +8,7 @@ import sys
 
 from omegaconf import DictConfig
 
-from lt_bench.errors import LtBenchError
+from lt_bench.errors import LtBenchError, error_text
 from lt_bench.run_folder import CONFIG_DIR, REPO
 
 log = logging.getLogger("lt_bench")
@@ -40,8 +40,11 @@ def run_from_config(cfg: DictConfig) -> None:
     try:
         status = dispatch(cfg)
     except LtBenchError as err:
-        log.error("%s: %s", type(err).__name__, err)
+        log.error("%s: %s", type(err).__name__, error_text(err))
         status = getattr(err, "exit_status", 2)
+    except KeyboardInterrupt:       # Ctrl-C outside training steps, or twice: nothing more is saved
+        log.error("interrupted (Ctrl-C): the last saved checkpoint, if any, continues with resume=true")
+        status = 130
     if status:
         sys.exit(status)
 
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         sys.exit(dispatch(_compose(extra + overrides)))
     except LtBenchError as err:
-        sys.exit(f"{type(err).__name__}: {err}")
+        sys.exit(f"{type(err).__name__}: {error_text(err)}")
 
 
 if __name__ == "__main__":

@@ -134,16 +134,19 @@ def check_run_folder(argv: list[str]) -> None:
         return
     from hydra import compose, initialize_config_dir
 
-    from lt_bench.run_folder import CONFIG_DIR, accept_run_folder, run_files, training_hash
+    from lt_bench.run_folder import CONFIG_DIR, accept_run_folder, check_writable, run_files, training_hash
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             cfg = compose("config", overrides=list(args.overrides))
     except Exception:   # noqa: BLE001 - composition errors are Hydra's to report, in its own words
         return
-    if cfg.mode != "train" or not cfg.out_dir or cfg.task.get("kind") == "detection":
+    if cfg.mode != "train" or not cfg.out_dir:
         return
     from pathlib import Path
     root = Path(cfg.out_dir)
+    check_writable(root)
+    if cfg.task.get("kind") == "detection":
+        return
     if accept_run_folder(cfg, root) == "resume":
         from lt_bench.checkpoint import check_resumable
         check_resumable([f for f in run_files(root) if f.suffix == ".pt"], training_hash(cfg))

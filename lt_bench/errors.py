@@ -17,8 +17,28 @@ class NonFiniteLossError(LtBenchError, FloatingPointError):
     """A training loss became NaN or infinite; the message names the stage, epoch and batch."""
 
 
+class StorageError(LtBenchError, OSError):
+    """A file could not be written (a full disk, a quota, a read-only file system); the message
+    names the file and the system's reason."""
+
+    exit_status = 74   # EX_IOERR
+
+
 class CheckpointError(LtBenchError):
     """A checkpoint is missing, unreadable or does not fit the current run."""
+
+
+def error_text(err: BaseException) -> str:
+    """The message of ``err`` for the user.  An error raised in a DataLoader worker reaches the
+    main process as ``Caught DataError in DataLoader worker process 0. Original Traceback ...``:
+    keep only the worker's own message, not the traceback around it."""
+    text = str(err)
+    if text.startswith("Caught ") and "\nOriginal Traceback" in text:
+        marker = f"{type(err).__module__}.{type(err).__qualname__}: "
+        at = text.rfind(marker)
+        if at >= 0:
+            return f"{text[at + len(marker):].rstrip()} (in a DataLoader worker)"
+    return text
 
 
 def check_one_of(what: str, value, valid) -> None:

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from lt_bench.activations import Activation
 from lt_bench.distributed import DistContext
 from lt_bench.progress import progress_bar
+from lt_bench.signals import quiet_worker
 from lt_bench.shots import DEFAULT_THRESHOLDS, SHOT_GROUPS, shot_groups
 
 
@@ -31,7 +32,8 @@ def predict_shard(fn: Callable[[Tensor], Tensor], dataset: Dataset, ctx: DistCon
     """
     indices = torch.arange(ctx.rank, len(dataset), ctx.world_size)
     loader = DataLoader(Subset(dataset, indices.tolist()), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers, pin_memory=ctx.device.type == "cuda")
+                        num_workers=num_workers, pin_memory=ctx.device.type == "cuda",
+                        worker_init_fn=quiet_worker if num_workers > 0 else None)
     autocast = (torch.autocast(ctx.device.type, dtype=amp_dtype) if amp_dtype is not None
                 else nullcontext())
     outputs, labels = [], []

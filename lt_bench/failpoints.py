@@ -7,13 +7,15 @@
   (half-way through writing stage 1's checkpoint after epoch 2);
 - ``@RANK``: only on that torchrun rank (default: every rank);
 - ``!ACTION``: ``kill`` (SIGKILL, the default: a crash, an OOM kill), ``term`` (SIGTERM, a
-  scheduler's preemption notice), ``raise`` (a Python exception in that rank).
+  scheduler's preemption notice), ``int`` (SIGINT, Ctrl-C), ``raise`` (a Python exception in that
+  rank), ``enospc`` (the OSError of a full disk).
 
 Interruption tests use this to stop a run at an exact place instead of racing a timer; when
 unset, a failpoint costs one dictionary lookup.
 """
 from __future__ import annotations
 
+import errno
 import os
 import signal
 
@@ -35,4 +37,7 @@ def failpoint(name: str) -> None:
     action = action or "kill"
     if action == "raise":
         raise InjectedFault(f"failpoint {name} (rank {os.environ.get('RANK', '0')})")
-    os.kill(os.getpid(), signal.SIGTERM if action == "term" else signal.SIGKILL)
+    if action == "enospc":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    signals = {"term": signal.SIGTERM, "int": signal.SIGINT, "kill": signal.SIGKILL}
+    os.kill(os.getpid(), signals.get(action, signal.SIGKILL))

@@ -1,11 +1,14 @@
 """Atomic file writes: a reader (or a crash) never sees a half-written file."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, IO
+
+from lt_bench.errors import StorageError
 
 # mkstemp creates files readable by the owner only; results and plots should be as readable
 # as any file the user creates (the umask decides), so we apply it explicitly.
@@ -14,24 +17,40 @@ os.umask(_UMASK)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
-    """Write through ``write(file)`` to a temporary file beside ``path``, fsync, then rename."""
+    """Write through ``write(file)`` to a temporary file beside ``path``, fsync, then rename.
+    An OSError on the way (a full disk) is a StorageError naming ``path``; ``path`` is untouched."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):   # left by a writer that was killed
-        if not _writer_alive(stale, path.name):
-            stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):   # left by a writer that was killed
+            if not _writer_alive(stale, path.name):
+                stale.unlink(missing_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
+    except OSError as err:
+        _discard(tmp)
+        if isinstance(err, StorageError):
+            raise
+        hint = " (free some space, then resume=true)" if err.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        raise StorageError(f"cannot write {path}: {err.strerror or err}{hint}") from err
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        _discard(tmp)
         raise
     return path
+
+
+def _discard(tmp: str | None) -> None:
+    if tmp is not None:
+        try:
+            Path(tmp).unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def file_digest(path: str | os.PathLike, algorithm: str) -> str:

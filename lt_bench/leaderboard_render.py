@@ -60,15 +60,24 @@ def _headers(table: Table) -> list[tuple[str, str]]:
     return [(c.label, m) for c in table.columns for m in table.metrics]
 
 
+_MD_SPECIAL = {"\\": "\\\\", "|": "\\|", "<": "&lt;", ">": "&gt;", "&": "&amp;", "\r\n": " ", "\r": " ", "\n": " "}
+
+
+def md_escape(text: str) -> str:
+    """One table cell of literal text: a backslash or ``|`` cannot end the cell, a line break
+    cannot end the row, and ``<``, ``>``, ``&`` show as themselves, never as HTML."""
+    return re.sub(r"\r\n|[\\|<>&\r\n]", lambda m: _MD_SPECIAL[m.group()], text)
+
+
 def render_md(table: Table) -> str:
     single = len(table.metrics) == 1
     heads = [label if single else f"{label} {metric}" for label, metric in _headers(table)]
-    lines = [f"### {_caption(table)}", "",
-             "| " + " | ".join(h.replace("|", "\\|") for h in ["method", *heads]) + " |",
+    lines = [f"### {md_escape(_caption(table))}", "",
+             "| " + " | ".join(md_escape(h) for h in ["method", *heads]) + " |",
              "| --- |" + " ---: |" * len(heads)]
     for row in table.rows:
         texts = [cell_text(table.cell(row, c, m), row) for c in table.columns for m in table.metrics]
-        lines.append("| " + " | ".join(t.replace("|", "\\|") for t in [row.label, *texts]) + " |")
+        lines.append("| " + " | ".join(md_escape(t) for t in [row.label, *texts]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -124,11 +133,26 @@ def render_json(tables: list[Table]) -> str:
     return json.dumps(cell_dicts(tables), indent=1) + "\n"
 
 
+# A text cell a spreadsheet would run as a formula (OWASP "CSV injection"); a number is no risk.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell: empty for None, numbers as they are, text that a spreadsheet would take for
+    a formula prefixed with a single quote (a plain number written as text, e.g. '-1.25', stays)."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
 def render_csv(tables: list[Table]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=FIELDS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows({k: "" if v is None else v for k, v in d.items()} for d in cell_dicts(tables))
+    writer.writerows({k: csv_cell(v) for k, v in d.items()} for d in cell_dicts(tables))
     return buffer.getvalue()
 
 

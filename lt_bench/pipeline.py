@@ -79,7 +79,17 @@ def evaluate(model: LTClassifier, bundle: DataBundle, activation: Activation, cf
 
 def _check_stage1_checkpoint(cfg: DictConfig) -> dict:
     """Read the stage-1 checkpoint of a stage=2 run and check it fits, before any data is read."""
-    ckpt = load_checkpoint(cfg.stage1.checkpoint)
+    path = cfg.stage1.checkpoint
+    ckpt = load_checkpoint(path)
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
+        what = ("a plain state dict (weights without lt_bench's metadata)"
+                if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values())
+                else f"a {type(ckpt).__name__} without a 'model' entry")
+        raise CheckpointError(f"{path} is {what}: stage1.checkpoint needs the checkpoints/stage1.pt of an "
+                              "lt_bench stage-1 run (weights from elsewhere: model.pretrained=FILE with stage=all)")
+    if ckpt.get("stage") != "stage1":
+        raise CheckpointError(f"{path} is a {ckpt.get('stage') or 'unknown'} checkpoint, not a stage-1 one: "
+                              "stage1.checkpoint needs the checkpoints/stage1.pt of a run")
     for key, expected in (("num_classes", cfg.task.num_classes), ("model_name", cfg.model.name)):
         if ckpt.get(key) != expected:
             raise CheckpointError(f"{cfg.stage1.checkpoint} has {key}={ckpt.get(key)!r}, this run needs "
@@ -87,7 +97,26 @@ def _check_stage1_checkpoint(cfg: DictConfig) -> dict:
     if not ckpt.get("progress", {}).get("complete", False):
         log.warning("%s is an unfinished stage-1 run (%s epochs); retraining its classifier anyway",
                     cfg.stage1.checkpoint, ckpt.get("progress", {}).get("epochs_done"))
+    _check_model_state(cfg, path, ckpt["model"])
     return ckpt
+
+
+def _check_model_state(cfg: DictConfig, path, state: dict) -> None:
+    """The checkpoint's weights are exactly the model's (names and shapes), checked on a model
+    built on the meta device (no memory, no data read yet)."""
+    with torch.device("meta"):
+        expected = build_model(cfg.model.name, int(cfg.task.num_classes), in_chans=int(cfg.task.in_chans),
+                               pretrained=None).state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(state[k].shape)} (model: {tuple(v.shape)})" for k, v in expected.items()
+             if k in state and isinstance(state[k], torch.Tensor) and state[k].shape != v.shape]
+    wrong += [f"{k} is a {type(state[k]).__name__}" for k in expected if k in state
+              and not isinstance(state[k], torch.Tensor)]
+    if missing or unexpected or wrong:
+        parts = [f"{len(items)} {what} (first: {', '.join(items[:3])})" for what, items in
+                 (("missing", missing), ("unexpected", unexpected), ("wrong", wrong)) if items]
+        raise CheckpointError(f"{path}: its model weights do not fit {cfg.model.name}: {'; '.join(parts)}")
 
 
 def _record(cfg: DictConfig, bundle: DataBundle, stage: int, activation: Activation, metrics: dict,

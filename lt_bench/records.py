@@ -15,6 +15,8 @@ from lt_bench.errors import DataError
 from lt_bench.fileio import atomic_write_json
 from lt_bench.run_folder import RESULTS_FILE  # noqa: F401  (re-exported: where records live)
 SCHEMA_VERSION = 1
+# ``lt-bench eval``'s records of a run folder's checkpoints, beside (never in) its results.json
+EVAL_FILE = "eval.json"
 REQUIRED_FIELDS = (
     "task", "imbalance", "model", "stage", "method", "top1", "top5", "many", "medium", "few",
     "ece", "num_train", "shot_classes", "seed", "config_hash",
@@ -33,10 +35,20 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         return []
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a file (expected a JSON list of records)")
     try:
-        records = json.loads(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: is not UTF-8 text ({err.reason} at byte {err.start})") from err
+    except OSError as err:
+        raise DataError(f"{path}: cannot be read ({err.strerror or err})") from err
+    try:
+        records = json.loads(text)
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: not valid JSON ({err})") from err
+    except RecursionError as err:
+        raise DataError(f"{path}: is nested too deeply to be a list of records") from err
     if not isinstance(records, list):
         raise DataError(f"{path}: expected a JSON list of records, found {type(records).__name__}")
     return records
@@ -56,6 +68,15 @@ def non_finite_fields(value: Any, where: str = "") -> list[str]:
 def upsert_record(path: str | os.PathLike, record: dict[str, Any]) -> list[dict[str, Any]]:
     """Add ``record`` to the file, replacing an earlier record of the same stage and method
     (a resumed or repeated run in the same folder)."""
+    _check_writable_record(path, record)
+    records = [r for r in read_records(path) if record_key(r) != record_key(record)]
+    records.append(record)
+    records.sort(key=lambda r: tuple("" if v is None else str(v) for v in record_key(r)))
+    atomic_write_json(path, records)
+    return records
+
+
+def _check_writable_record(path, record: dict[str, Any]) -> None:
     required = DETECTION_FIELDS if record.get("kind") == "detection" else REQUIRED_FIELDS
     missing = [k for k in required if k not in record]
     if missing:
@@ -65,9 +86,15 @@ def upsert_record(path: str | os.PathLike, record: dict[str, Any]) -> list[dict[
         raise DataError(f"{path}: the record of stage {record.get('stage')} ({record.get('method')}) has non-finite "
                         f"values in {', '.join(bad[:5])}; it is not written (a NaN would break every table "
                         "over this folder)")
-    records = [r for r in read_records(path) if record_key(r) != record_key(record)]
+
+
+def append_record(path: str | os.PathLike, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Add ``record`` after the file's records, which stay exactly as they are (never replaced:
+    ``lt-bench eval`` keeps every evaluation it made).  A file that is not a list of records is
+    an error, not overwritten."""
+    _check_writable_record(path, record)
+    records = read_records(path)
     records.append(record)
-    records.sort(key=lambda r: tuple("" if v is None else str(v) for v in record_key(r)))
     atomic_write_json(path, records)
     return records
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,6 +115,20 @@ def run_files(root: Path) -> list[Path]:
     return found + (sorted(folder.checkpoints.glob("*.pt")) if folder.checkpoints.is_dir() else [])
 
 
+def check_writable(root: Path) -> None:
+    """``root`` is, or can be made, a folder this process may write (ConfigError otherwise): the
+    nearest existing folder on its path must be a writable folder, not a file."""
+    existing = root.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "" if existing == root.absolute() else f": {existing} on its path"
+        raise ConfigError(f"out_dir={root} is a file, not a folder{where}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == root.absolute() else f" ({existing}, where it would be made)"
+        raise ConfigError(f"out_dir={root} is not writable{where}: choose another out_dir")
+
+
 def accept_run_folder(cfg: DictConfig, root: Path) -> str:
     """May this run use ``root``?  Before anything is written there: ``"new"`` (start),
     ``"resume"`` (continue its checkpoints) or ``"overwrite"`` (replace the run it holds);
@@ -123,8 +138,7 @@ def accept_run_folder(cfg: DictConfig, root: Path) -> str:
     resume = cfg.get("resume", False)
     if resume not in RESUME_CHOICES:
         raise ConfigError(f"resume must be true, false or auto, got {resume!r}")
-    if root.exists() and not root.is_dir():
-        raise ConfigError(f"out_dir={root} is a file, not a folder")
+    check_writable(root)
     found = run_files(root)
     checkpoints = [f for f in found if f.suffix == ".pt"]
     if resume is True and not checkpoints:

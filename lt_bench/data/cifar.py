@@ -11,6 +11,7 @@ from torchvision import datasets
 
 from lt_bench.data.bundle import DATASETS, DataBundle, DatasetBuilder
 from lt_bench.data.long_tail import SubsetView, class_counts, long_tail_counts, long_tail_indices
+from lt_bench.data.split_file import load_rgb
 from lt_bench.data.transforms import build_transform
 from lt_bench.errors import ConfigError, DataError
 from lt_bench.fileio import file_digest
@@ -119,13 +120,24 @@ def load_cifar_pickles(variant: str, root: Path, download: bool, verify_md5: boo
     return splits[0], splits[1], classes
 
 
+def load_named_rgb(path: str) -> Image.Image:
+    """ImageFolder's loader: an unreadable image is a DataError naming its file."""
+    try:
+        return load_rgb(Path(path))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise DataError(f"cannot read image {path}: {err}") from err
+
+
 def load_imagefolder(root: Path):
     splits = {}
     for split in ("train", "test"):
         path = root / split
         if not path.is_dir():
             raise DataError(f"image-folder layout needs {path}/<class>/*.jpg (data.format=imagefolder)")
-        splits[split] = datasets.ImageFolder(str(path))
+        try:
+            splits[split] = datasets.ImageFolder(str(path), loader=load_named_rgb)
+        except FileNotFoundError as err:    # a class folder without images
+            raise DataError(f"{path}: {err} (every class folder needs at least one image)") from err
     train, test = splits["train"], splits["test"]
     if train.classes != test.classes:
         raise DataError(f"class folders differ between {root / 'train'} and {root / 'test'}")

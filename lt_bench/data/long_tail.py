@@ -16,7 +16,13 @@ def long_tail_counts(n_max: int, num_classes: int, imbalance: float) -> list[int
     if num_classes < 2:
         raise ConfigError(f"a long-tailed split needs at least 2 classes, got {num_classes}")
     ratio = 1.0 / imbalance
-    return [int(n_max * ratio ** (i / (num_classes - 1.0))) for i in range(num_classes)]
+    counts = [int(n_max * ratio ** (i / (num_classes - 1.0))) for i in range(num_classes)]
+    if counts[-1] < 1:
+        empty = sum(c < 1 for c in counts)
+        raise DataError(f"imbalance={imbalance:g} leaves {empty} class(es) without training images (the rarest "
+                        f"keeps int({n_max} / {imbalance:g}) = 0 of the {n_max} per class): the largest imbalance "
+                        f"this set supports is {n_max}")
+    return counts
 
 
 def long_tail_indices(targets: Sequence[int], counts: Sequence[int], seed: int = 0) -> np.ndarray:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,30 +41,91 @@ class Problem:
         return f"{self.file}{'' if self.line is None else f':{self.line}'}: {self.message}"
 
 
+LABEL = re.compile(r"[0-9]+", re.ASCII)   # plain ASCII decimal digits: int() alone also takes '+1', '0_0', '١'
+SEPARATORS = " \t"                        # between path and label; other (unicode) spaces are not separators
+SPACE = " \t\r\f\v"                      # stripped from both ends of a line (\r: Windows line ends)
+MAX_LABEL_DIGITS = 18
+
+
+def _shown(text: str, limit: int = 120) -> str:
+    """repr of a line or field, shortened so that one bad line cannot flood the report."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def _int_like(text: str) -> bool:
+    """Whether Python's int() takes it ('-1', '+1', '0_0', '١'): refused, but not as 'not an integer'."""
+    try:
+        int(text)
+        return True
+    except ValueError:
+        return False
+
+
+def path_problem(image: str) -> str | None:
+    """Why a listed image path is refused, or None. Paths are relative to the data root and
+    may not contain a '..' component at all, even one that stays inside (``a/../b.jpg``):
+    the official files never do, and a path that can climb can leave the root. A backslash
+    counts as a separator here too (``..\\x.jpg``, ``\\x.jpg`` are refused)."""
+    if image.startswith(("/", "\\")):
+        return f"path {_shown(image)} is absolute; paths are relative to the data root"
+    if ".." in re.split(r"[/\\]", image):
+        return f"path {_shown(image)} contains '..'; paths must stay under the data root, written without '..'"
+    return None
+
+
 def parse_split_file(path: str | os.PathLike, num_classes: int | None = None) -> tuple[list[SplitEntry], list[Problem]]:
-    """All well-formed entries, and a Problem for every malformed or out-of-range line."""
+    """All well-formed entries, and a Problem for every malformed or out-of-range line.
+
+    A line is ``<relative image path> <label>``, separated by ASCII spaces or tabs (the path
+    may itself contain spaces; the label is the last field). The file is UTF-8; a leading
+    byte order mark is ignored, and a line that is not valid UTF-8 is a Problem. Lines are
+    split on '\\n' only (with an optional '\\r' before it), so line numbers are those of
+    an editor or ``wc -l``. The path must be relative and free of '..' components (see
+    ``path_problem``). The label must be plain ASCII decimal digits: '+1', '-1', '1.0',
+    '0_0' and non-ASCII digits such as '١' are refused; leading zeros are accepted
+    ('007' is label 7).
+    """
     path = Path(path)
     if not path.is_file():
         return [], [Problem(str(path), None, "split file not found")]
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        return [], [Problem(str(path), None, f"cannot read the split file: {err}")]
     entries, problems, seen = [], [], {}
-    raw = path.read_bytes()
     if raw and not raw.endswith(b"\n"):
         problems.append(Problem(str(path), None, "does not end with a newline (truncated file?)"))
-    for number, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), start=1):
-        fields = line.rsplit(maxsplit=1)
+    # surrogateescape: a byte that is not UTF-8 becomes a lone surrogate, reported below
+    lines = raw.decode("utf-8-sig", errors="surrogateescape").split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    for number, line in enumerate(lines, start=1):
         where = (str(path), number)
-        if len(fields) != 2:
-            problems.append(Problem(*where, f"expected '<image path> <label>', got {line!r}"))
+        if any("\udc80" <= c <= "\udcff" for c in line):
+            shown = line.encode("utf-8", errors="surrogateescape")
+            problems.append(Problem(*where, f"not valid UTF-8 text: {shown[:120]!r}"))
             continue
-        image, label_text = fields
-        try:
-            label = int(label_text)
-        except ValueError:
-            problems.append(Problem(*where, f"label {label_text!r} is not an integer"))
+        text = line.strip(SPACE)
+        cut = max(text.rfind(c) for c in SEPARATORS)
+        image, label_text = text[:cut].rstrip(SEPARATORS), text[cut + 1:]
+        if cut < 0 or not image:
+            problems.append(Problem(*where, f"expected '<image path> <label>', got {_shown(line.rstrip(chr(13)))}"))
             continue
-        if label < 0 or (num_classes is not None and label >= num_classes):
-            valid = f"0..{num_classes - 1}" if num_classes is not None else ">= 0"
-            problems.append(Problem(*where, f"label {label} out of range ({valid})"))
+        why = path_problem(image)
+        if why is not None:
+            problems.append(Problem(*where, why))
+            continue
+        if not LABEL.fullmatch(label_text):
+            why = "is not a plain non-negative integer (digits 0-9 only)" if _int_like(label_text) else "is not an integer"
+            problems.append(Problem(*where, f"label {_shown(label_text)} {why}"))
+            continue
+        valid = f" (0..{num_classes - 1})" if num_classes is not None else ""
+        if len(label_text.lstrip("0")) > MAX_LABEL_DIGITS:
+            problems.append(Problem(*where, f"label {_shown(label_text, 40)} is too large{valid}"))
+            continue
+        label = int(label_text)
+        if num_classes is not None and label >= num_classes:
+            problems.append(Problem(*where, f"label {label} out of range{valid}"))
             continue
         if image in seen:
             problems.append(Problem(*where, f"{image} is listed twice (first on line {seen[image]})"))

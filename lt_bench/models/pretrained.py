@@ -48,7 +48,12 @@ def _strip(key: str) -> str:
 def _load(backbone: nn.Module, raw, what: str) -> None:
     """Load a state dict (prefixes stripped, classifier dropped) into ``backbone``; every
     backbone key must be filled and every checkpoint key used."""
-    state = {_strip(k): v for k, v in _state_dict(raw).items() if torch.is_tensor(v)}
+    raw = _state_dict(raw)
+    if not isinstance(raw, dict) or not any(torch.is_tensor(v) for v in raw.values()):
+        held = f"a {type(raw).__name__}" if not isinstance(raw, dict) else "a dict without tensors"
+        raise CheckpointError(f"{what} holds {held}, not a state dict (parameter names -> tensors, "
+                              "optionally under 'state_dict' or 'model')")
+    state = {_strip(str(k)): v for k, v in raw.items() if torch.is_tensor(v)}
     state = {k: v for k, v in state.items() if not k.startswith(HEADS)}
     try:
         missing, unexpected = backbone.load_state_dict(state, strict=False)

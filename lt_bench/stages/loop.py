@@ -39,7 +39,7 @@ from lt_bench.errors import NonFiniteLossError
 from lt_bench.failpoints import failpoint
 from lt_bench.progress import progress_bar
 from lt_bench.seeding import derive_seed, seed_everything
-from lt_bench.signals import GracefulStop, TrainingInterrupted
+from lt_bench.signals import GracefulStop, TrainingInterrupted, quiet_worker
 from lt_bench.stages.precision import AMP_MODES
 from lt_bench.stages.schedule import build_optimizer, build_scheduler
 
@@ -93,6 +93,7 @@ def is_complete(checkpoint_path: Path) -> bool:
 def loader_options(opts: TrainOptions, device: torch.device) -> dict:
     """DataLoader settings that keep an accelerator fed: workers, pinned memory, prefetch."""
     workers = {"persistent_workers": opts.persistent_workers, "prefetch_factor": opts.prefetch_factor}
+    workers["worker_init_fn"] = quiet_worker
     return {"num_workers": opts.num_workers, "pin_memory": device.type == "cuda",
             **(workers if opts.num_workers > 0 else {})}
 
@@ -173,9 +174,9 @@ class Trainer:
                     for hook in self.hooks:
                         hook.on_interrupt(self)
                     raise TrainingInterrupted(
-                        f"{self.job.name}: SIGTERM, checkpoint saved at epoch {stop.state['epoch'] + 1}, step "
-                        f"{stop.state['steps']}/{self.steps_per_epoch} in {self.job.checkpoint_path}; run the same "
-                        "command with resume=true to continue") from None
+                        f"{self.job.name}: {self.stop.signal_name}, checkpoint saved at epoch {stop.state['epoch'] + 1}, "
+                        f"step {stop.state['steps']}/{self.steps_per_epoch} in {self.job.checkpoint_path}; run the "
+                        "same command with resume=true to continue", self.stop.signum) from None
         finally:
             for hook in self.hooks:
                 hook.after_train(self)

@@ -47,13 +47,17 @@ def test_sigkill_then_resume_equals_the_uninterrupted_run(uninterrupted, tmp_pat
 
 
 @slow
-@pytest.mark.parametrize("failpoint,stage,epoch,step", [("stage1.step:2:5!term", "stage1", 2, 5),
-                                                        ("stage2.step:1:3!term", "stage2", 1, 3)])
-def test_sigterm_saves_mid_epoch_and_resume_is_exact(uninterrupted, tmp_path, failpoint, stage, epoch, step):
+@pytest.mark.parametrize("failpoint,stage,epoch,step,signal,status", [
+    ("stage1.step:2:5!term", "stage1", 2, 5, "SIGTERM", 143),
+    ("stage2.step:1:3!term", "stage2", 1, 3, "SIGTERM", 143),
+    ("stage1.step:2:4!int", "stage1", 2, 4, "SIGINT", 130),     # Ctrl-C: saved like SIGTERM
+])
+def test_sigterm_saves_mid_epoch_and_resume_is_exact(uninterrupted, tmp_path, failpoint, stage, epoch, step,
+                                                     signal, status):
     stopped = run_py(f"out_dir={tmp_path}", *QUICK, cwd=tmp_path, failpoint=failpoint)
-    assert stopped.returncode == 143, stopped.stderr[-2000:]
+    assert stopped.returncode == status, stopped.stderr[-2000:]
     output = stopped.stdout + stopped.stderr
-    assert "SIGTERM, checkpoint saved at epoch" in output and "resume=true" in output
+    assert f"{signal}, checkpoint saved at epoch" in output and "resume=true" in output
     assert "Traceback" not in output
     progress = load_checkpoint(tmp_path / "checkpoints" / f"{stage}.pt")["progress"]
     assert progress["in_epoch"]["epoch"] == epoch - 1 and progress["in_epoch"]["steps"] == step
@@ -61,6 +65,23 @@ def test_sigterm_saves_mid_epoch_and_resume_is_exact(uninterrupted, tmp_path, fa
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert comparable(results(tmp_path)) == comparable(results(uninterrupted))
     assert final_weights_equal(tmp_path, uninterrupted)
+
+
+@slow
+def test_a_full_disk_is_named_in_the_log_and_the_run_resumes(uninterrupted, tmp_path):
+    """ENOSPC while writing stage 1's epoch-2 checkpoint: exit 74, the file and the reason named
+    on stderr and in run.log, no traceback, no temporary file left; the epoch-1 checkpoint is
+    whole, and resume=true (space freed) ends equal to the uninterrupted run."""
+    failed = run_py(f"out_dir={tmp_path}", *QUICK, cwd=tmp_path, failpoint="checkpoint.write:stage1:2!enospc")
+    output = failed.stdout + failed.stderr
+    expected = f"StorageError: cannot write {tmp_path / 'checkpoints' / 'stage1.pt'}: No space left on device"
+    assert failed.returncode == 74 and expected in output and "Traceback" not in output, output[-2000:]
+    assert expected in (tmp_path / "run.log").read_text()
+    assert not list((tmp_path / "checkpoints").glob(".*.tmp"))
+    assert load_checkpoint(tmp_path / "checkpoints" / "stage1.pt")["progress"]["epochs_done"] == 1
+    resumed = run_py(f"out_dir={tmp_path}", "resume=true", *QUICK, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert comparable(results(tmp_path)) == comparable(results(uninterrupted))
 
 
 @slow

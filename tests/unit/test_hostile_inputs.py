@@ -184,3 +184,129 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_
 @given(data=JSON)
 def test_lvis_annotation_checker_never_crashes(data):
     assert isinstance(annotation_problems(data), list)
+
+
+# -- the campaign's run-level cases: each a named error before anything is trained -----------
+
+@pytest.fixture(scope="module")
+def hostile_files(tmp_path_factory):
+    """Files a careless user passes: checkpoints of the wrong kind, weights that are not a state
+    dict, a generated CIFAR-100 folder, image-folder trees with an empty class and a bad image."""
+    from lt_bench.models import build_model
+    root = tmp_path_factory.mktemp("hostile")
+    state = build_model("resnet8", 10, in_chans=1).state_dict()
+    meta = {"num_classes": 10, "model_name": "resnet8", "task": "digits_lt", "progress": {"complete": True}}
+    incomplete = dict(state)
+    incomplete.pop("backbone.bn1.running_mean")
+    reshaped = {**state, "classifier.weight": torch.zeros(10, 3)}
+    files = {"stage2": {**meta, "stage": "stage2", "model": state}, "plain": state,
+             "tensor": torch.zeros(3), "list": [1, 2, 3],
+             "incomplete": {**meta, "stage": "stage1", "model": incomplete},
+             "reshaped": {**meta, "stage": "stage1", "model": reshaped}}
+    paths = {}
+    for name, obj in files.items():
+        paths[name] = root / f"{name}.pt"
+        torch.save(obj, paths[name])
+    paths["cifar"] = write_cifar(root / "cifar", "cifar100", train_per_class=3, test_per_class=1)
+    for tree in ("empty_class", "bad_image"):
+        for split, per_class in (("train", 3), ("test", 1)):
+            for c in range(10):
+                folder = root / tree / split / f"c{c}"
+                folder.mkdir(parents=True)
+                if tree == "empty_class" and split == "train" and c == 4:
+                    continue
+                for i in range(per_class):
+                    Image.new("RGB", (32, 32), (20 * c, 30 * i, 0)).save(folder / f"{i}.png")
+    (root / "bad_image" / "train" / "c0" / "0.png").write_bytes(b"not an image")
+    (root / "afile").write_text("")
+    paths.update(tree=root, afile=root / "afile")
+    return paths
+
+
+TINY_FOLDER = ["task=cifar10lt", "imbalance=3", "data.format=imagefolder", "stage1.epochs=1", "stage2.epochs=1",
+               "stage1.batch_size=8", "stage2.batch_size=8", "data.num_workers=0", "plots=false"]
+
+# (case, overrides with {file} placeholders, error type name, message fragment)
+RUN_CASES = [
+    ("zero-image class, digits", ["imbalance=200"], "DataError",
+     "imbalance=200 leaves 1 class(es) without training images (the rarest keeps int(120 / 200) = 0"),
+    ("zero-image class, CIFAR", ["task=cifar100lt", "imbalance=4", "data.root={cifar}", "data.verify_md5=false"],
+     # 3 * 0.25 ** (i / 99) < 1 for i > 99 * ln 3 / ln 4 = 78.5: classes 79..99
+     "DataError", "imbalance=4 leaves 21 class(es) without training images"),
+    ("stage-2 checkpoint as stage1.checkpoint", ["stage=2", "stage1.checkpoint={stage2}"], "CheckpointError",
+     "stage2.pt is a stage2 checkpoint, not a stage-1 one"),
+    ("plain state dict as stage1.checkpoint", ["stage=2", "stage1.checkpoint={plain}"], "CheckpointError",
+     "plain.pt is a plain state dict (weights without lt_bench's metadata)"),
+    ("tensor file as stage1.checkpoint", ["stage=2", "stage1.checkpoint={tensor}"], "CheckpointError",
+     "tensor.pt is a Tensor without a 'model' entry"),
+    ("list file as stage1.checkpoint", ["stage=2", "stage1.checkpoint={list}"], "CheckpointError",
+     "list.pt is a list without a 'model' entry"),
+    ("incomplete model state", ["stage=2", "stage1.checkpoint={incomplete}"], "CheckpointError",
+     "its model weights do not fit resnet8: 1 missing (first: backbone.bn1.running_mean)"),
+    ("wrongly shaped model state", ["stage=2", "stage1.checkpoint={reshaped}"], "CheckpointError",
+     "1 wrong (first: classifier.weight (10, 3) (model: (10, 64)))"),
+    ("tensor file as model.pretrained", ["model.pretrained={tensor}"], "CheckpointError",
+     "tensor.pt holds a Tensor, not a state dict"),
+    ("list file as model.pretrained", ["model.pretrained={list}"], "CheckpointError",
+     "list.pt holds a list, not a state dict"),
+    ("number as model.pretrained", ["model.pretrained=3"], "ConfigError", "model.pretrained must be a path"),
+    ("seed=-1", ["seed=-1"], "ConfigError", "seed must be an integer >= 0, got -1"),
+    ("data.num_workers=-1", ["data.num_workers=-1"], "ConfigError", "data.num_workers must be an integer >= 0"),
+    ("out_dir below a file", ["out_dir={afile}/run"], "ConfigError", "is a file, not a folder: "),
+    ("out_dir is a file", ["out_dir={afile}"], "ConfigError", "afile is a file, not a folder"),
+    ("image folder with an empty class folder", [*TINY_FOLDER, "data.root={tree}/empty_class"], "DataError",
+     "empty_class/train: Found no valid file for the classes c4"),
+    ("image folder with a corrupt image", [*TINY_FOLDER, "data.root={tree}/bad_image"], "DataError",
+     "cannot read image {tree}/bad_image/train/c0/0.png: cannot identify image file"),
+]
+
+
+@pytest.mark.parametrize("case,overrides,error,message", RUN_CASES, ids=[c[0] for c in RUN_CASES])
+def test_careless_runs_are_named_errors(make_cfg, tmp_path, hostile_files, case, overrides, error, message):
+    """Each input gives the named error (the class the CLI prints in one line, exit 2), never a
+    traceback, and no stage trains: the folder gets no checkpoint."""
+    from lt_bench.cli import dispatch
+    from lt_bench.errors import LtBenchError
+    filled = [o.format(**hostile_files) for o in overrides]
+    cfg = make_cfg("device=cpu", "stage1.epochs=1", "stage2.epochs=1", *filled)
+    with pytest.raises(LtBenchError) as err:
+        dispatch(cfg)
+    assert type(err.value).__name__ == error and message.format(**hostile_files) in str(err.value), str(err.value)
+    assert not list(tmp_path.rglob("*.pt"))
+
+
+def test_a_list_as_stage1_checkpoint_is_refused_when_composed(make_cfg):
+    """The structured config types stage1.checkpoint as a string: Hydra names the override."""
+    from hydra.errors import ConfigCompositionException
+    with pytest.raises(ConfigCompositionException, match=r"Error merging override stage1.checkpoint=\[1,2\]"):
+        make_cfg("stage=2", "stage1.checkpoint=[1,2]")
+
+
+def test_a_read_only_out_dir_is_named_before_anything_is_written(make_cfg, tmp_path, monkeypatch):
+    """(root may write anywhere, so the permission is simulated.)"""
+    import os
+
+    from lt_bench.errors import ConfigError
+    from lt_bench.run_folder import accept_run_folder
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(locked) else real_access(p, mode))
+    for out in (locked, locked / "run"):
+        with pytest.raises(ConfigError, match="is not writable"):
+            accept_run_folder(make_cfg(out_dir=out), out)
+    assert not list(locked.iterdir())
+
+
+def test_a_worker_error_is_shown_without_the_worker_traceback():
+    from torch.utils.data._utils import ExceptionWrapper
+
+    from lt_bench.errors import error_text
+    try:
+        raise DataError("cannot read image /data/x.png: truncated")
+    except DataError:
+        wrapped = ExceptionWrapper(where="in DataLoader worker process 0")
+    with pytest.raises(DataError) as err:
+        wrapped.reraise()
+    assert "Traceback" in str(err.value)
+    assert error_text(err.value) == "cannot read image /data/x.png: truncated (in a DataLoader worker)"

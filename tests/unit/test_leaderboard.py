@@ -363,3 +363,38 @@ def test_the_leaderboard_never_replaces_its_input(runs, target, message):
         write_leaderboard([runs], "json", runs / target)
     assert main([str(runs), "--format", "json", "--out", str(runs / target)]) == 2
     assert (runs / "c100_softmax" / "results.json").read_bytes() == before
+
+
+def test_markdown_escapes_text_cells(tmp_path):
+    """Hostile input: a method name with |, a line break or HTML keeps the Markdown table whole
+    and shows as text; numbers are unchanged; HTML and LaTeX stay escaped."""
+    (tmp_path / "results.json").write_text(json.dumps([cls(2, "a|b\nc\r\n<script>&x", 40.0, "aaaa1111")]))
+    text = leaderboard_text([tmp_path])
+    assert "| a\\|b c &lt;script&gt;&amp;x [best@test] (stage 2) | 40.00 ± - (n=1) |" in text.splitlines()
+    assert "<script>" not in text and "\nc" not in text
+    rows = md_table(text, "classification")
+    assert {len(r) for r in rows} == {2}                                    # every row keeps its two cells
+    assert "&lt;script&gt;" in leaderboard_text([tmp_path], "html") and "<script>" not in leaderboard_text(
+        [tmp_path], "html")
+    assert "a|b" in leaderboard_text([tmp_path], "latex")                   # LaTeX: | is no special character
+
+
+def test_csv_neutralises_formulas_but_not_numbers(tmp_path):
+    """OWASP CSV injection: text cells starting with = + - @ tab or CR get a leading quote;
+    numbers (a negative delta, a number-like text) stay as they are."""
+    records = [cls(2, '=HYPERLINK("http://evil","x")', 40.0, "aaaa1111"),
+               cls(2, "softmax", 39.3, "bbbb2222"), cls(2, "x", 40.0, "eeee5555", model="-1.25"),
+               cls(2, "+cmd", 40.0, "cccc3333", model="@SUM(A1)"),
+               cls(2, "\tx", 40.0, "dddd4444", model="-2+3")]
+    (tmp_path / "results.json").write_text(json.dumps(records))
+    text = leaderboard_text([tmp_path], "csv")
+    rows = csv_rows(text)
+    labels = {r["row"] for r in rows}
+    assert "'=HYPERLINK(\"http://evil\",\"x\") [best@test] (stage 2)" in labels
+    assert "'+cmd [best@test] (stage 2)" in labels and "'\tx [best@test] (stage 2)" in labels
+    assert {r["model"] for r in rows} == {"-1.25", "'@SUM(A1)", "'-2+3", "resnet32"}
+    softmax = find(rows, "softmax [best@test] (stage 2)", "cifar100lt", model="resnet32")
+    assert softmax["delta"].startswith("-3.1") and float(softmax["delta"]) == pytest.approx(-3.10)
+    assert "'-" not in text.replace("'-2+3", "")                              # no number was quoted
+    assert not any(v.startswith(("=", "+", "@", "\t", "\r")) for r in rows for v in r.values())
+    assert all(float(v) < 0 for r in rows for v in r.values() if v.startswith("-"))    # only numbers start with -

@@ -48,3 +48,38 @@ def test_a_record_with_nan_is_not_written(tmp_path):
     with pytest.raises(DataError, match=r"non-finite values in ece, calibration_by_shot.few.nll"):
         upsert_record(tmp_path / "results.json", record)
     assert not (tmp_path / "results.json").exists()
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: p.write_bytes(b"\xff\xfe[\x00]"), "is not UTF-8 text"),
+    (lambda p: p.mkdir(), "is a folder, not a file"),
+    (lambda p: p.write_text("[" * 100000 + "]" * 100000), "is nested too deeply to be a list of records"),
+], ids=["not-utf8", "folder", "deep-nesting"])
+def test_unreadable_results_file_is_a_named_data_error(tmp_path, make, message):
+    """Hostile input: a results.json that is not UTF-8, is a folder or nests without end is a
+    DataError naming the file and the fault, never a UnicodeDecodeError/IsADirectoryError/RecursionError."""
+    path = tmp_path / "run" / "results.json"
+    path.parent.mkdir()
+    make(path)
+    with pytest.raises(DataError) as info:
+        read_records(path)
+    assert str(info.value).startswith(f"{path}: {message}")
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: p.write_bytes(b"\xff\xfe[\x00]"), "is not UTF-8 text"),
+    (lambda p: p.mkdir(), "is a folder, not a file"),
+    (lambda p: p.write_text("[" * 100000 + "]" * 100000), "is nested too deeply"),
+], ids=["not-utf8", "folder", "deep-nesting"])
+def test_leaderboard_cli_names_an_unreadable_results_file(tmp_path, make, message):
+    """The leaderboard CLI over such a folder: one line on stderr, exit 2, no traceback."""
+    import subprocess
+    import sys
+    path = tmp_path / "runs" / "a" / "results.json"
+    path.parent.mkdir(parents=True)
+    make(path)
+    done = subprocess.run([sys.executable, "-m", "lt_bench.cli", "leaderboard", str(tmp_path / "runs")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [done.stderr.strip()]
+    assert done.stderr.startswith(f"DataError: {path}: {message}") and "Traceback" not in done.stderr

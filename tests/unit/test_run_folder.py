@@ -107,3 +107,28 @@ def test_a_second_writer_is_refused_and_live_temp_files_survive(tmp_path):
     atomic_write(tmp_path / "results.json", lambda f: f.write(b"[]"))
     assert live.exists() and not dead.exists() and not old.exists()
     assert (tmp_path / "results.json").read_text() == "[]"
+
+
+@pytest.mark.parametrize("where", ["mkstemp", "fsync", "replace"])
+def test_a_full_disk_is_a_storage_error_naming_the_file(tmp_path, monkeypatch, where):
+    """ENOSPC wherever it strikes in atomic_write: StorageError naming the target and the reason,
+    the previous file intact, no temporary file left."""
+    import errno
+    import os
+    import tempfile
+
+    from lt_bench.errors import StorageError
+    from lt_bench.fileio import atomic_write
+    target = tmp_path / "results.json"
+    target.write_text("old")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(tempfile if where == "mkstemp" else os, where, full)
+    with pytest.raises(StorageError) as err:
+        atomic_write(target, lambda f: f.write(b"new"))
+    assert str(err.value) == (f"cannot write {target}: No space left on device "
+                              "(free some space, then resume=true)")
+    assert err.value.exit_status == 74 and isinstance(err.value.__cause__, OSError)
+    monkeypatch.undo()
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["results.json"]

@@ -102,3 +102,79 @@ def test_fixed_split_refuses_an_imbalance_and_unknown_eval_split(make_cfg):
         validate(make_cfg("task=imagenetlt", "imbalance=100"))
     with pytest.raises(ConfigError, match="unknown eval.split for task cifar100lt 'val'; valid: test"):
         validate(make_cfg("task=cifar100lt", "eval.split=val"))
+
+
+def test_a_byte_order_mark_is_ignored(tmp_path):
+    plain, marked = tmp_path / "plain.txt", tmp_path / "bom.txt"
+    text = "train/a/1.jpg 0\ntrain/b/2.jpg 1\n"
+    plain.write_text(text, encoding="utf-8")
+    marked.write_text(text, encoding="utf-8-sig")
+    assert marked.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert parse_split_file(marked, 2) == parse_split_file(plain, 2)
+    assert read_split_file(marked, 2)[0].path == "train/a/1.jpg"
+
+
+@pytest.mark.parametrize("line,message", [
+    ("/etc/passwd 0", "path '/etc/passwd' is absolute; paths are relative to the data root"),
+    ("\\\\server\\x.jpg 0", "is absolute"),
+    ("../x.jpg 0", "path '../x.jpg' contains '..'; paths must stay under the data root"),
+    ("a/../../x.jpg 0", "path 'a/../../x.jpg' contains '..'"),
+    ("a/../b.jpg 0", "path 'a/../b.jpg' contains '..'"),     # refused too: no '..' at all
+    ("a/..\\..\\x.jpg 0", "contains '..'"),
+    ("a/b/.. 0", "contains '..'"),
+])
+def test_paths_leaving_the_data_root_are_refused(tmp_path, line, message):
+    path = tmp_path / "split.txt"
+    path.write_text(f"ok.jpg 1\n{line}\n")
+    entries, problems = parse_split_file(path, 5)
+    assert [e.path for e in entries] == ["ok.jpg"]
+    assert len(problems) == 1 and str(problems[0]).startswith(f"{path}:2: ") and message in str(problems[0])
+    with pytest.raises(DataError, match="1 problem"):
+        read_split_file(path, 5)
+
+
+@pytest.mark.parametrize("path_text", ["a..b.jpg", "..a/b.jpg", "a/.../b.jpg", "./a.jpg", "a b/c d.jpg"])
+def test_dots_and_spaces_inside_names_are_fine(tmp_path, path_text):
+    path = tmp_path / "split.txt"
+    path.write_text(f"{path_text} 3\n")
+    assert [(e.path, e.label) for e in read_split_file(path, 5)] == [(path_text, 3)]
+
+
+@pytest.mark.parametrize("label,message", [
+    ("0_0", "label '0_0' is not a plain non-negative integer (digits 0-9 only)"),   # int() takes it
+    ("+1", "label '+1' is not a plain non-negative integer"),
+    ("-1", "label '-1' is not a plain non-negative integer"),
+    ("\u0661", "label '\u0661' is not a plain non-negative integer"),               # Arabic-Indic one
+    ("\uff11", "label '\uff11' is not a plain non-negative integer"),               # full-width one
+    ("1.0", "label '1.0' is not an integer"),
+    ("1e0", "label '1e0' is not an integer"),
+    ("0x1", "label '0x1' is not an integer"),
+    ("9" * 5000, "is too large (0..4)"),                                             # int() would refuse
+])
+def test_labels_must_be_plain_ascii_digits(tmp_path, label, message):
+    path = tmp_path / "split.txt"
+    path.write_text(f"a.jpg {label}\n", encoding="utf-8")
+    entries, problems = parse_split_file(path, 5)
+    assert entries == [] and len(problems) == 1
+    assert str(problems[0]).startswith(f"{path}:1: label ") and message in str(problems[0])
+    assert len(str(problems[0])) < 300
+
+
+def test_leading_zeros_and_line_ends(tmp_path):
+    path = tmp_path / "split.txt"
+    path.write_bytes(b"a.jpg 007\r\nb.jpg\t2 \r\n  c.jpg 0\n")
+    assert [(e.path, e.label, e.line) for e in read_split_file(path, 8)] == [("a.jpg", 7, 1), ("b.jpg", 2, 2),
+                                                                            ("c.jpg", 0, 3)]
+
+
+def test_unusual_separators_and_bytes_are_named_at_their_line(tmp_path):
+    path = tmp_path / "split.txt"
+    # no-break space is not a separator; \x0c / \u2028 inside a line do not start a new line;
+    # a byte that is not UTF-8 is named
+    path.write_bytes("a.jpg\u00a01\nb\u2028.jpg 1\nc.jpg 2\n".encode() + b"d\xff.jpg 3\ne.jpg 4\n")
+    entries, problems = parse_split_file(path, 5)
+    assert [(e.path, e.line) for e in entries] == [("b\u2028.jpg", 2), ("c.jpg", 3), ("e.jpg", 5)]
+    assert [str(p) for p in problems] == [
+        f"{path}:1: expected '<image path> <label>', got 'a.jpg\\xa01'",
+        f"{path}:4: not valid UTF-8 text: b'd\\xff.jpg 3'",
+    ]
