@@ -9,7 +9,7 @@ import sys
 from omegaconf import DictConfig
 
 from lt_bench.errors import LtBenchError, error_text
-from lt_bench.run_folder import CONFIG_DIR, REPO
+from lt_bench.run_folder import CONFIG_DIR
 
 log = logging.getLogger("lt_bench")
 
@@ -53,30 +53,55 @@ def _compose(overrides: list[str]) -> DictConfig:
     from hydra import compose, initialize_config_dir
     from lt_bench.compose import setup_hydra
     if not CONFIG_DIR.is_dir():
-        sys.exit(f"lt-bench needs the repository's configs/ (not found at {CONFIG_DIR}); "
+        sys.exit(f"lt-bench needs its configs (not found at {CONFIG_DIR}); "
                  "install with pip install -e .")
     setup_hydra()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose("config", overrides=overrides)
 
 
+def package_version() -> str:
+    """The installed distribution's version, else the package's own ``__version__``."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("lt_bench")
+    except PackageNotFoundError:
+        from lt_bench import __version__
+        return __version__
+
+
+# commands with their own parser (``lt-bench COMMAND --help``): module, help line
+DELEGATED = {"leaderboard": ("lt_bench.leaderboard", "tables from results.json records"),
+             "eval": ("lt_bench.eval_checkpoint", "evaluate a run's checkpoint again (record in <run>/eval.json)"),
+             "compare": ("lt_bench.compare", "config and metric differences between runs, side by side")}
+
+
+def _train(overrides: list[str]) -> None:
+    """``python -m lt_bench.main`` (what run.py runs) in this process (exec), so that every
+    option is Hydra's own: ``--help``, ``--cfg job``, ``-m`` behave exactly as with
+    ``python run.py``; it needs no repository (an installed wheel has its configs inside)."""
+    os.execv(sys.executable, [sys.executable, "-m", "lt_bench.main", *overrides])
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``lt-bench train|check-data|leaderboard [options] [key=value ...]``."""
+    """``lt-bench train|check-data|leaderboard|eval|compare [options] [key=value ...]``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:       # before argparse, which would take --help for itself
+        _train(argv[1:])
+    if argv[:1] and argv[0] in DELEGATED:
+        import importlib
+        sys.exit(importlib.import_module(DELEGATED[argv[0]][0]).main(argv[1:]))
     parser = argparse.ArgumentParser(prog="lt-bench", description="long-tailed recognition benchmarks")
+    parser.add_argument("--version", action="version", version=f"lt-bench {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("train", help="train and evaluate (same as python run.py ...)")
+    commands.add_parser("train", add_help=False,
+                        help="train and evaluate: python run.py [key=value ...] (lt-bench train --help: Hydra's help)")
     check = commands.add_parser("check-data", help="check split files and images of a task")
     check.add_argument("--sample", type=int, default=None, help="check a random N images per split")
     check.add_argument("--no-images", action="store_true", help="check the split files only")
-    commands.add_parser("leaderboard", add_help=False,
-                        help="tables from results.json records (lt-bench leaderboard --help)")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["leaderboard"]:
-        from lt_bench.leaderboard import main as leaderboard_main
-        sys.exit(leaderboard_main(argv[1:]))
+    for name, (_, text) in DELEGATED.items():
+        commands.add_parser(name, add_help=False, help=f"{text} (lt-bench {name} --help)")
     args, overrides = parser.parse_known_args(argv)
-    if args.command == "train":
-        os.execv(sys.executable, [sys.executable, str(REPO / "run.py"), *overrides])
     extra = ["mode=check_data", "check_data.images=" + ("false" if args.no_images else "true")]
     if args.sample is not None:
         extra.append(f"check_data.sample={args.sample}")

@@ -53,7 +53,70 @@ def hydra_overrides_for_rank(argv: list[str]) -> list[str]:
     return [override for key, override in extra.items() if key not in given]
 
 
-def check_additions(overrides: list[str]) -> None:
+def unknown_key_message(cfg, key: str, added: bool = False) -> str:
+    """``unknown key stage1.epoch: stage1 has batch_size, epochs, lr, ...; did you mean
+    stage1.epochs?``: the keys of the deepest existing node on the key's path."""
+    import difflib
+
+    from omegaconf import DictConfig, OmegaConf
+    parts = key.split(".")
+    depth = len(parts) - 1
+    while depth > 0 and not isinstance(OmegaConf.select(cfg, ".".join(parts[:depth])), DictConfig):
+        depth -= 1
+    parent = ".".join(parts[:depth])
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    keys = sorted(k for k in node.keys() if not (not parent and k == "hydra")
+                  and not (added and depth == len(parts) - 1 and k == parts[-1]))   # the '+' key itself
+    close = difflib.get_close_matches(parts[depth], keys, n=1)
+    where = parent or "the config"
+    guess = f"; did you mean {'.'.join([*parts[:depth], close[0]])}?" if close else ""
+    return f"unknown key {key}: {where} has {', '.join(keys)}{guess}"
+
+
+def compose_explained(overrides: list[str]):
+    """``compose("config", overrides)``; an override of a key the config does not have is a
+    ConfigError listing the keys that exist (Hydra's own message suggests ``+key=...``, which
+    would add the typo as a new key).  Other composition errors are Hydra's to report."""
+    import re
+
+    from hydra import compose
+    from hydra.errors import ConfigCompositionException
+
+    from lt_bench.errors import ConfigError
+    try:
+        return compose("config", overrides=list(overrides))
+    except ConfigCompositionException as err:
+        match = re.match(r"Could not override '([^']+)'", str(err))
+        if match is None:
+            raise
+        key = match.group(1)
+        rest = [o for o in overrides if o.split("=", 1)[0].lstrip("~+") != key]
+        try:
+            cfg = compose("config", overrides=rest)
+        except ConfigCompositionException:
+            raise err from None
+        raise ConfigError(unknown_key_message(cfg, key)) from None
+
+
+def check_overrides(argv: list[str]) -> None:
+    """Before Hydra starts a single run: an unknown key is a ConfigError naming the valid ones."""
+    from hydra._internal.utils import get_args_parser
+
+    args, _ = get_args_parser().parse_known_args(argv)
+    if args.multirun or args.config_path or args.config_dir or args.config_name or args.cfg or args.help:
+        return
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+
+    from lt_bench.run_folder import CONFIG_DIR
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        try:
+            compose_explained(list(args.overrides))
+        except HydraException:
+            return       # reported by Hydra itself, in its words, when run.py composes
+
+
+def check_additions(overrides: list[str], cfg=None) -> None:
     """Refuse ``+key=value`` overrides that add a key the config does not have: a typo such as
     ``+stage1.epoch=2`` would otherwise run with the key ignored (and, as a different config,
     land as a separate leaderboard row).  Adding a config group (``+experiment=NAME``) is fine.
@@ -67,15 +130,17 @@ def check_additions(overrides: list[str]) -> None:
         key = override.key_or_group
         if not override.is_add() or key.startswith("hydra") or loader.get_group_options(key.replace(".", "/")):
             continue
-        parent = key.rsplit(".", 1)[0] if "." in key else None
-        raise ConfigError(f"unknown key {key}: '+' adds keys this config does not have"
-                          + (f" (see the keys of {parent} with: python run.py --cfg job)" if parent else ""))
+        if cfg is not None:
+            raise ConfigError(f"{unknown_key_message(cfg, key, added=True)} ('+' adds keys this config does not "
+                              "have)")
+        raise ConfigError(f"unknown key {key}: '+' adds keys this config does not have (see the keys with: "
+                          "python run.py --cfg job)")
 
 
 def check_composed(cfg, overrides: list[str]) -> None:
     """The checks of a freshly composed config that need no heavy import."""
     from lt_bench.validate import check_config
-    check_additions(overrides)
+    check_additions(overrides, cfg)
     check_config(cfg)
 
 
@@ -116,7 +181,7 @@ def check_sweep(argv: list[str]) -> None:
         jobs = sweep_jobs(overrides)
         for number, job in enumerate(jobs):
             try:
-                check_composed(compose("config", overrides=job), job)
+                check_composed(compose_explained(job), job)
             except ConfigError as err:
                 raise ConfigError(f"multirun job #{number} ({' '.join(job)}): {err}; no job was started") from None
 

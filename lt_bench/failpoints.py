@@ -7,7 +7,7 @@
   (half-way through writing stage 1's checkpoint after epoch 2);
 - ``@RANK``: only on that torchrun rank (default: every rank);
 - ``!ACTION``: ``kill`` (SIGKILL, the default: a crash, an OOM kill), ``term`` (SIGTERM, a
-  scheduler's preemption notice), ``int`` (SIGINT, Ctrl-C), ``raise`` (a Python exception in that
+  scheduler's preemption notice), ``int`` (SIGINT, Ctrl-C), ``usr1``/``usr2`` (SLURM's warning), ``raise`` (a Python exception in that
   rank), ``enospc`` (the OSError of a full disk).
 
 Interruption tests use this to stop a run at an exact place instead of racing a timer; when
@@ -39,5 +39,6 @@ def failpoint(name: str) -> None:
         raise InjectedFault(f"failpoint {name} (rank {os.environ.get('RANK', '0')})")
     if action == "enospc":
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    signals = {"term": signal.SIGTERM, "int": signal.SIGINT, "kill": signal.SIGKILL}
+    signals = {"term": signal.SIGTERM, "int": signal.SIGINT, "usr1": signal.SIGUSR1, "usr2": signal.SIGUSR2,
+               "kill": signal.SIGKILL}
     os.kill(os.getpid(), signals.get(action, signal.SIGKILL))

@@ -12,8 +12,9 @@ from lt_bench.errors import ConfigError, LtBenchError
 from lt_bench.fileio import atomic_write
 from lt_bench.records import RESULTS_FILE
 from lt_bench.leaderboard_render import FORMATS, render
-from lt_bench.leaderboard_table import (EPOCHS, Cell, Column, Row, Table, build_leaderboard,  # noqa: F401
-                                        collect_records, load_references, protocol, split_metrics)
+from lt_bench.leaderboard_table import (EPOCHS, KINDS, METRICS, Cell, Column, Row, Table,  # noqa: F401
+                                        build_leaderboard, collect_records, load_references, protocol,
+                                        split_metrics)
 
 
 def leaderboard_text(paths: Iterable[str | os.PathLike], fmt: str = "md",
@@ -56,20 +57,30 @@ def run_leaderboard(cfg) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``lt-bench leaderboard PATH [PATH ...] [--format F] [--out FILE] [--metrics a,b]``."""
+    """``lt-bench leaderboard PATH [PATH ...] [--format F] [--out FILE] [--metrics a,b | a b]``."""
     parser = argparse.ArgumentParser(prog="lt-bench leaderboard",
                                      description="results.json files gathered into tables beside the paper")
-    parser.add_argument("paths", nargs="+", help="run folders (searched recursively) or results.json files")
+    parser.add_argument("paths", nargs="*", help="run folders (searched recursively) or results.json files")
     parser.add_argument("--format", default="md", choices=FORMATS)
     parser.add_argument("--out", default=None, help="write to this file (atomically) instead of stdout")
-    parser.add_argument("--metrics", default=None,
-                        help="comma-separated, e.g. top1,many,medium,few,ece (classification; default top1)")
+    parser.add_argument("--metrics", nargs="+", action="extend", default=None,
+                        help="comma- or space-separated, e.g. top1,many,medium,few,ece (classification; "
+                             "default top1)")
     parser.add_argument("--epoch", default="auto", choices=EPOCHS,
                         help="classification: the epoch reported: auto (the best epoch where the run picked one, "
                              "else the last), last, best, both (two rows); each row names its protocol")
     args = parser.parse_args(argv)
+    paths, metrics = list(args.paths), None
+    if args.metrics is not None:
+        # ``--metrics top1 many runs/``: a space-separated list also takes the paths after it
+        names = [m.strip() for item in args.metrics for m in item.split(",") if m.strip()]
+        known = {m for kind in KINDS for m in METRICS[kind]}
+        metrics = [m for m in names if m in known or not os.path.exists(m)]
+        paths += [m for m in names if m not in known and os.path.exists(m)]
+    if not paths:
+        parser.error("name at least one run folder or results.json")
     try:
-        return write_leaderboard(args.paths, args.format, args.out, args.metrics, args.epoch)
+        return write_leaderboard(paths, args.format, args.out, metrics, args.epoch)
     except LtBenchError as err:
         print(f"{type(err).__name__}: {err}", file=sys.stderr)
         return 2

@@ -1,8 +1,9 @@
 """Leaderboard tables as Markdown, CSV, LaTeX, HTML or JSON.
 
 Text formats (md, latex, html) show 2 decimals and "-" for a missing cell; csv and json
-carry one cell per (row, column, metric) at full precision, empty/null where missing, so
-that other tools can recompute anything the text shows.
+carry one cell per (row, column, metric), its numbers (mean, std, paper, delta) rounded to
+the same 2 decimals as the text (csv writes them as "46.00"), empty/null where missing, and
+an integral imbalance as an integer (100, not 100.0).
 """
 from __future__ import annotations
 
@@ -19,6 +20,17 @@ from lt_bench.leaderboard_table import SETTING, Cell, Row, Table
 FIELDS = ("row", "kind", "task", "imbalance", "version", "model", "metric", "mean", "std", "n", "paper",
           "delta", "reference", "setup_hash")
 MISSING = "-"
+DECIMALS = 2
+NUMBERS = ("mean", "std", "paper", "delta")    # the fields shown with DECIMALS decimals
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, DECIMALS)
+
+
+def _setting(value):
+    """An imbalance of 100.0 is written 100; 12.5 stays; a version is text."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def cell_dicts(tables: list[Table]) -> list[dict[str, Any]]:
@@ -31,22 +43,23 @@ def cell_dicts(tables: list[Table]) -> list[dict[str, Any]]:
                     cell = table.cell(row, column, metric)
                     out.append({
                         "row": row.label, "kind": table.kind, "task": column.task,
-                        "imbalance": column.setting if SETTING[table.kind] == "imbalance" else None,
+                        "imbalance": _setting(column.setting) if SETTING[table.kind] == "imbalance" else None,
                         "version": column.setting if SETTING[table.kind] == "version" else None,
-                        "model": column.model, "metric": metric, "mean": cell.mean, "std": cell.std,
-                        "n": cell.n, "paper": cell.paper, "delta": cell.delta, "reference": row.reference,
+                        "model": column.model, "metric": metric, "mean": _rounded(cell.mean),
+                        "std": _rounded(cell.std), "n": cell.n, "paper": _rounded(cell.paper),
+                        "delta": _rounded(cell.delta), "reference": row.reference,
                         "setup_hash": cell.setup_hash})
     return out
 
 
 def cell_text(cell: Cell, row: Row, pm: str = "±", delta: str = "Δ") -> str:
-    """'46.00 ± 0.71 (n=3) Δ +0.50'; a single run has std '-'; a paper cell is its number."""
+    """'46.00 ± 0.71 (n=3) Δ +0.50'; a single run '84.60 (n=1)' (no std); a paper cell is its number."""
     if cell.mean is None:
         return MISSING
     if row.reference:
         return f"{cell.mean:.2f}"
-    std = MISSING if cell.std is None else f"{cell.std:.2f}"
-    text = f"{cell.mean:.2f} {pm} {std} (n={cell.n})"
+    std = "" if cell.std is None else f" {pm} {cell.std:.2f}"
+    text = f"{cell.mean:.2f}{std} (n={cell.n})"
     return text if cell.delta is None else f"{text} {delta} {cell.delta:+.2f}"
 
 
@@ -69,9 +82,16 @@ def md_escape(text: str) -> str:
     return re.sub(r"\r\n|[\\|<>&\r\n]", lambda m: _MD_SPECIAL[m.group()], text)
 
 
+def _md_headers(table: Table) -> list[str]:
+    """Markdown has one header row: a column's label heads its first metric only
+    ('cifar100lt ib=100 resnet32 top1 | many | few'), not every one of them."""
+    if len(table.metrics) == 1:
+        return [c.label for c in table.columns]
+    return [f"{c.label} {m}" if i == 0 else m for c in table.columns for i, m in enumerate(table.metrics)]
+
+
 def render_md(table: Table) -> str:
-    single = len(table.metrics) == 1
-    heads = [label if single else f"{label} {metric}" for label, metric in _headers(table)]
+    heads = _md_headers(table)
     lines = [f"### {md_escape(_caption(table))}", "",
              "| " + " | ".join(md_escape(h) for h in ["method", *heads]) + " |",
              "| --- |" + " ---: |" * len(heads)]
@@ -152,7 +172,8 @@ def render_csv(tables: list[Table]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=FIELDS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows({k: csv_cell(v) for k, v in d.items()} for d in cell_dicts(tables))
+    writer.writerows({k: csv_cell(f"{v:.{DECIMALS}f}" if k in NUMBERS and v is not None else v)
+                      for k, v in d.items()} for d in cell_dicts(tables))
     return buffer.getvalue()
 
 

@@ -3,13 +3,16 @@ the paper.
 
 Rows are methods, columns are (task, imbalance or LVIS version, model).  Seeds of one
 configuration (same ``setup_hash``) are averaged; two configurations never share a cell,
-so an extra one gets its own row.  The paper's numbers (``reference_results.json``) are
+so an extra one gets its own row.  Records written by other tools, without ``setup_hash``, are
+grouped by task, imbalance, model, stage and method alone (a warning says which files), in a
+row of their own (``[no setup_hash]``) where lt_bench's records of that cell hold the plain row.  The paper's numbers (``reference_results.json``) are
 reference rows, and each of our cells shows ours minus the paper's.  Rendering is in
 ``leaderboard_render``, the commands in ``leaderboard``.
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import statistics
@@ -22,6 +25,7 @@ from lt_bench.errors import ConfigError, DataError
 from lt_bench.records import RESULTS_FILE, read_records
 from lt_bench.shots import SHOT_GROUPS
 
+log = logging.getLogger(__name__)
 REFERENCE_FILE = Path(__file__).resolve().parent / "reference_results.json"
 KINDS = ("classification", "detection")
 METRICS = {"classification": ("top1", "top5", *SHOT_GROUPS, "ece"),
@@ -31,6 +35,8 @@ DEFAULT_METRICS = {"classification": ("top1",), "detection": METRICS["detection"
 SETTING = {"classification": "imbalance", "detection": "version"}
 REQUIRED = {"classification": ("task", "imbalance", "model", "stage", "method"),
             "detection": ("task", "version", "model", "method")}
+# the group of records without setup_hash (written by other tools)
+NO_SETUP = "(no setup_hash)"
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,8 @@ class Row:
         if self.reference:
             return f"{method} (paper{', stage 1' if self.stage == 1 else ''})"
         label = method if self.stage is None else f"{method} (stage {self.stage})"
+        if self.setup == NO_SETUP:
+            return label + " [no setup_hash]"
         return label + (f" [cfg {self.setup[:6]}]" if self.setup else "")
 
     def sort_key(self) -> tuple:
@@ -238,21 +246,31 @@ def _aggregate(records: list[dict], metric: str, setup: str) -> Cell:
     values = [statistics.fmean(v) for v in per_seed.values()]
     return Cell(mean=statistics.fmean(values) if values else None,
                 std=statistics.stdev(values) if len(values) > 1 else None,
-                n=len(values), setup_hash=setup, sources=[r["source"] for r in records])
+                n=len(values), setup_hash=None if setup == NO_SETUP else setup,
+                sources=[r["source"] for r in records])
 
 
 def _build_table(kind: str, records: list[dict], references: list[dict], metrics: tuple[str, ...]) -> Table:
     groups: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    unhashed: dict[str, int] = defaultdict(int)
     for record in records:
         column = _column(record, kind, record["source"])
-        if not record.get("setup_hash"):
-            raise DataError(f"{record['source']}: a {kind} record lacks setup_hash (which seeds are repeats)")
+        setup = record.get("setup_hash")
+        if not setup:
+            unhashed[record["source"]] += 1
         groups[(record.get("stage"), str(record["method"]), protocol(record), column)][
-            str(record["setup_hash"])].append(record)
+            str(setup) if setup else NO_SETUP].append(record)
+    if unhashed:
+        files = sorted(unhashed)
+        log.warning("%d %s record(s) without setup_hash (written by another tool?) in %s: grouped by task, %s, "
+                    "model, stage and method only, so runs of different configurations may be averaged together",
+                    sum(unhashed.values()), kind, ", ".join(files[:3]) + (f" and {len(files) - 3} more files"
+                                                                          if len(files) > 3 else ""), SETTING[kind])
     cells: dict[tuple[Row, Column, str], Cell] = {}
     for (stage, method, measured, column), setups in groups.items():
-        # the first configuration run keeps the plain row; later ones get rows of their own
-        ordered = sorted(setups, key=lambda h: (min(str(r.get("created") or "") for r in setups[h]), h))
+        # the first configuration run keeps the plain row; later ones, and records without
+        # setup_hash beside lt_bench's, get rows of their own
+        ordered = sorted(setups, key=lambda h: (h == NO_SETUP, min(str(r.get("created") or "") for r in setups[h]), h))
         for i, setup in enumerate(ordered):
             row = Row(stage, method, None if i == 0 else setup, protocol=measured)
             for metric in metrics:

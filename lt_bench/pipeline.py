@@ -21,9 +21,11 @@ from lt_bench.evaluation import compute_metrics, run_inference
 from lt_bench.fileio import RunLock, atomic_write
 from lt_bench.models import LTClassifier, build_model, parameter_checksum
 from lt_bench.records import SCHEMA_VERSION, git_revision, upsert_record
+from lt_bench.run_logs import METRICS_FILE, TRACKERS_FILE, RunLog, check_logger, open_run_log, run_hparams
 from lt_bench.run_folder import RunFolder, accept_run_folder, config_hash, resolve_out_dir, run_files, training_hash
 from lt_bench.seeding import seed_everything
 from lt_bench.shots import SHOT_GROUPS, thresholds_of
+from lt_bench.signals import TrainingInterrupted
 from lt_bench.stages.loop import TrainOptions
 from lt_bench.stages.losses import build_stage1_loss
 from lt_bench.stages.precision import amp_dtype
@@ -40,7 +42,8 @@ def _train_options(cfg: DictConfig) -> TrainOptions:
                         skip_nonfinite=bool(cfg.train.skip_nonfinite), num_workers=int(cfg.data.num_workers),
                         persistent_workers=bool(cfg.data.persistent_workers),
                         prefetch_factor=int(cfg.data.prefetch_factor), progress=bool(cfg.progress),
-                        resume=bool(cfg.resume), eval_every=int(cfg.eval.every_epochs))
+                        resume=bool(cfg.resume), eval_every=int(cfg.eval.every_epochs),
+                        eval_split=str(cfg.eval.split))
 
 
 def select_split(cfg: DictConfig, bundle: DataBundle) -> str | None:
@@ -151,28 +154,20 @@ def _record(cfg: DictConfig, bundle: DataBundle, stage: int, activation: Activat
     return record
 
 
-def _log_final_metrics(log_dir, record: dict) -> None:
-    """The record's metrics in TensorBoard: final/* scalars, and per-class top-1 along the
-    classes sorted by training frequency (step = frequency rank) to show head and tail."""
-    from torch.utils.tensorboard import SummaryWriter
-    with SummaryWriter(str(log_dir)) as writer:
-        for key in METRIC_KEYS:
-            if record[key] is not None:
-                writer.add_scalar(f"final/{key}", record[key], record["epochs"])
-        order = sorted(range(len(record["train_counts"])), key=lambda c: -record["train_counts"][c])
-        for rank, c in enumerate(order):
-            if record["per_class_top1"][c] is not None:
-                writer.add_scalar("final/per_class_top1_by_frequency_rank", record["per_class_top1"][c], rank)
-
-
-def _write_plots(folder: RunFolder) -> None:
-    """Analysis plots beside the records; a plotting failure is reported, the run stands."""
+def _write_plots(folder: RunFolder, cfg: DictConfig) -> list:
+    """Analysis plots beside the records (the activation curves with the run's Gumbel options
+    and number of classes); a plotting failure is reported, the run stands.  The paths written."""
+    from lt_bench.activations import activation_options
     from lt_bench.plots import write_run_plots
     try:
-        for path in write_run_plots(folder.root):
-            log.info("plot: %s", path)
+        paths = write_run_plots(folder.root, num_classes=int(cfg.task.num_classes),
+                                gumbel=activation_options(cfg, "gumbel"))
     except Exception as err:   # noqa: BLE001 - the records are written; say what failed
         log.warning("plots not written (%s: %s)", type(err).__name__, err)
+        return []
+    for path in paths:
+        log.info("plot: %s", path)
+    return paths
 
 
 def _clear_run(folder: RunFolder) -> None:
@@ -180,9 +175,11 @@ def _clear_run(folder: RunFolder) -> None:
     plots, config), so that nothing of it mixes with the new one."""
     import shutil
     for path in (folder.results, folder.config, *(folder.root / name for name in
-                                                  ("per_class_accuracy.png", "weight_norms.png", "activations.png"))):
+                                                  ("per_class_accuracy.png", "weight_norms.png", "activations.png",
+                                                   METRICS_FILE, TRACKERS_FILE))):
         path.unlink(missing_ok=True)
-    for path in (folder.checkpoints, folder.feature_cache, folder.root / "tensorboard"):
+    for path in (folder.checkpoints, folder.feature_cache, *(folder.root / name for name in
+                                                             ("tensorboard", "wandb", "mlruns"))):
         if path.is_dir():
             shutil.rmtree(path)
     log.info("overwrite=true: removed the earlier run's records, checkpoints and curves in %s", folder.root)
@@ -194,18 +191,24 @@ def _save_config(cfg: DictConfig, folder: RunFolder) -> None:
 
 
 def format_summary(records: list[dict]) -> str:
-    width = max([10, *(len(str(r["method"])) + 2 for r in records)])
-    head = f"{'stage':<6}{'method':<{width}}" + "".join(f"{k:>8}" for k in METRIC_KEYS)
-    rows = [head, "-" * len(head)]
-    fmt = lambda v: f"{v:8.2f}" if v is not None else f"{'-':>8}"  # noqa: E731
-    for r in records:
-        rows.append(f"{r['stage']:<6}{r['method']:<{width}}" + "".join(fmt(r[k]) for k in METRIC_KEYS))
-    return "\n".join(rows)
+    """The run's records as a fixed-width table; each column is as wide as its longest entry
+    (``logit_adjust``, ``balanced_softmax``, a long stage), so every row keeps the header's
+    column positions.  A missing value (a shot group without classes) is '-'."""
+    number = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    cells = [["stage", "method", *METRIC_KEYS]]
+    cells += [["-" if r.get("stage") is None else str(r["stage"]), str(r.get("method", "-")),
+               *(number(r.get(k)) for k in METRIC_KEYS)] for r in records]
+    widths = [max(6, *(len(row[0]) + 1 for row in cells)), max(10, *(len(row[1]) + 2 for row in cells)),
+              *(max(8, *(len(row[i]) + 2 for row in cells)) for i in range(2, len(cells[0])))]
+    lines = [f"{row[0]:<{widths[0]}}{row[1]:<{widths[1]}}" + "".join(f"{c:>{w}}" for c, w in zip(row[2:], widths[2:]))
+             for row in cells]
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
 
 
 def run_training(cfg: DictConfig) -> list[dict]:
     """Validate, then run the configured stages; returns the records written to results.json."""
     validate(cfg)
+    check_logger(cfg)                   # every rank: logger=wandb|mlflow without its package stops here
     stage1_ckpt = _check_stage1_checkpoint(cfg) if str(cfg.stage) == "2" else None
     ctx = distributed.setup(cfg.device, float(cfg.distributed.timeout_minutes))
     pipeline = None
@@ -229,16 +232,33 @@ class Pipeline:
                      "model_name": cfg.model.name, "task": cfg.task.name}
         self.records: list[dict] = []
         self.lock = RunLock(self.folder.root)
+        self.run_log: RunLog | None = None      # rank 0: metrics.csv, TensorBoard, trackers
 
     def run(self, stage1_ckpt: dict | None) -> list[dict]:
-        cfg, ctx, started = self.cfg, self.ctx, time.perf_counter()
         mode = self._accept()
         self.opts = replace(self.opts, resume=mode == "resume")
-        if ctx.is_main:
+        if self.ctx.is_main:
             if mode == "overwrite":
                 _clear_run(self.folder)
             self.folder.root.mkdir(parents=True, exist_ok=True)
-            _save_config(cfg, self.folder)
+            _save_config(self.cfg, self.folder)
+            self.run_log = open_run_log(self.cfg, self.folder.root, resume=mode == "resume",
+                                        name=f"{self.cfg.task.name}/{self.folder.root.name}")
+            self.opts = replace(self.opts, run_log=self.run_log)
+        status = "failed"
+        try:
+            records = self._run(stage1_ckpt)
+            status = "finished"
+            return records
+        except TrainingInterrupted:
+            status = "interrupted"
+            raise
+        finally:
+            if self.run_log is not None:
+                self.run_log.close(status)
+
+    def _run(self, stage1_ckpt: dict | None) -> list[dict]:
+        cfg, ctx, started = self.cfg, self.ctx, time.perf_counter()
         check_batch_sizes(cfg, ctx.world_size)
         self.bundle = self._data()
         self.select, self.selecting = select_split(cfg, self.bundle), False
@@ -251,9 +271,9 @@ class Pipeline:
             log.info("stage 1 weights from %s", cfg.stage1.checkpoint)
         if str(cfg.stage) in ("all", "2"):
             self._stage(2, self._train_stage2)
-        if ctx.is_main and cfg.plots:
-            _write_plots(self.folder)
         if ctx.is_main:
+            plots = _write_plots(self.folder, cfg) if cfg.plots else []
+            self.run_log.log_run(run_hparams(cfg), self.records, plots)
             imbalance = self.records[0]["imbalance"] if self.records else cfg.imbalance
             print(f"\n{cfg.task.name}, imbalance {imbalance}, {cfg.model.name}, seed {cfg.seed} "
                   f"({time.perf_counter() - started:.0f} s) -> {self.folder.results}\n"
@@ -353,7 +373,7 @@ class Pipeline:
                       **{k: round(v, 3) for k, v in timing.items()})
         if ctx.is_main:
             upsert_record(self.folder.results, record)
-            _log_final_metrics(self.folder.tensorboard(stage), record)
+            self.run_log.log_final(record)
         self.records.append(record)
         log.info("stage %d (%s): top1 %.2f%%  many %s  medium %s  few %s  ece %.2f", stage, method,
                  record["top1"], *(f"{record[g]:.2f}" if record[g] is not None else "-" for g in SHOT_GROUPS),

@@ -24,7 +24,22 @@ from omegaconf import DictConfig, OmegaConf
 from lt_bench.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent       # the repository (configs/, run.py, data_splits/)
-CONFIG_DIR = REPO / "configs"
+_PACKAGE = Path(__file__).resolve().parent
+# The configs and the split-file manifest: the repository's folders in a checkout (or an editable
+# install), the copies inside the package in an installed wheel (pyproject.toml maps them there).
+CONFIG_DIR = REPO / "configs" if (REPO / "configs" / "config.yaml").is_file() else _PACKAGE / "configs"
+SPLITS_DIR = REPO / "data_splits" if (REPO / "data_splits").is_dir() else _PACKAGE / "data_splits"
+
+
+def config_file(path: str) -> Path:
+    """A file the configs name relative to the repository (``configs/detection/x.py``), wherever
+    the configs are."""
+    parts = Path(path).parts
+    if Path(path).is_absolute():
+        return Path(path)
+    if parts[:1] == ("configs",):
+        return CONFIG_DIR.joinpath(*parts[1:])
+    return REPO / path
 RESULTS_FILE = "results.json"
 PLOTS = {"per_class_accuracy": "per_class_accuracy.png", "weight_norms": "weight_norms.png",
          "activations": "activations.png"}
@@ -32,7 +47,7 @@ PLOTS = {"per_class_accuracy": "per_class_accuracy.png", "weight_norms": "weight
 # Keys that say where and how a run executes, not what it computes: excluded from the hash.
 RUNTIME_KEYS = ("out_dir", "resume", "overwrite", "progress", "mode", "stage", "stage1.checkpoint", "device",
                 "data.root", "data.splits_dir", "data.download", "data.num_workers", "data.persistent_workers",
-                "data.prefetch_factor", "distributed", "check_data", "leaderboard", "plots")
+                "data.prefetch_factor", "distributed", "check_data", "leaderboard", "plots", "logger")
 
 
 @dataclass(frozen=True)

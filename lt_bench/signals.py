@@ -1,8 +1,13 @@
-"""SIGTERM as cluster schedulers send it, or Ctrl-C: finish the current step, save, exit.
+"""SIGTERM as cluster schedulers send it, SLURM's warning before the time limit (SIGUSR1, or
+SIGUSR2 from submitit), or Ctrl-C: finish the current step, save, exit.
 
 Training checks ``GracefulStop.agreed()`` after every optimizer step.  Under DDP the ranks
 may receive the signal at different steps, so they agree by an all-reduce (MAX) of the flag:
 all stop after the same step, none waits forever in a gradient all-reduce of the others.
+
+A handler that was there before (Hydra's submitit launcher installs one for SIGUSR2 that
+requeues the job, and one for SIGTERM) is called once the checkpoint is saved: the job is
+requeued after the save, and resumes with ``resume=auto``.
 """
 from __future__ import annotations
 
@@ -27,15 +32,25 @@ class TrainingInterrupted(LtBenchError):
         self.exit_status = 128 + int(signum)
 
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# SIGUSR1: what `sbatch --signal=USR1@120` sends before the time limit (without a handler it would
+# end the process unsaved); SIGUSR2: what submitit asks SLURM for (--signal=USR2@signal_delay_s).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def _chainable(handler) -> bool:
+    """A Python handler installed before ours (submitit's requeue), not a default or Ctrl-C's."""
+    return callable(handler) and handler is not signal.default_int_handler
 
 
 class GracefulStop:
-    """SIGTERM or a first Ctrl-C (SIGINT): finish the step, save, stop.  A second Ctrl-C stops
-    at once (KeyboardInterrupt, no checkpoint of the current epoch)."""
+    """SIGTERM, SIGUSR1, SIGUSR2 or a first Ctrl-C (SIGINT): finish the step, save, stop.  A
+    second Ctrl-C stops at once (KeyboardInterrupt, no checkpoint of the current epoch).  On
+    leaving, a stop request other than Ctrl-C is passed on to the Python handler that the
+    signal had before (``_chainable``), once the checkpoint is written."""
 
     def __init__(self, ctx: DistContext):
         self.ctx, self.requested, self.signum, self._previous = ctx, False, 0, {}
+        self.received: set[int] = set()      # this process's own signals (agreed() adds the ranks')
 
     def __enter__(self) -> "GracefulStop":
         if threading.current_thread() is threading.main_thread():
@@ -43,10 +58,19 @@ class GracefulStop:
                 self._previous[signum] = signal.signal(signum, self._on_signal)
         return self
 
-    def __exit__(self, *exc) -> None:
-        for signum, previous in self._previous.items():
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        previous_handlers, self._previous = self._previous, {}
+        for signum, previous in previous_handlers.items():
             signal.signal(signum, previous)
-        self._previous = {}
+        if not self.requested:
+            return
+        chained = [(signum, previous_handlers.get(signum)) for signum in sorted(self.received | {self.signum})
+                   if signum != signal.SIGINT and _chainable(previous_handlers.get(signum))]
+        if chained and isinstance(exc, LtBenchError):
+            log.warning("%s", exc)          # where the checkpoint is, before the handler may exit
+        for signum, previous in chained:    # submitit's SIGUSR2 handler requeues the job (rank 0) and exits
+            log.info("%s: passed on to %s", signal.Signals(signum).name, getattr(previous, "__qualname__", previous))
+            previous(signum, None)
 
     @property
     def signal_name(self) -> str:
@@ -60,6 +84,7 @@ class GracefulStop:
             log.warning("%s: stopping after the current step, saving a checkpoint%s", signal.Signals(signum).name,
                         hint)
         self.requested, self.signum = True, max(self.signum, int(signum))
+        self.received.add(int(signum))
 
     def agreed(self) -> bool:
         """Should every rank stop now?  (A collective under DDP: call it on all ranks; the ranks
@@ -74,8 +99,10 @@ class GracefulStop:
 
 
 def quiet_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: a terminal's Ctrl-C reaches every process of the group;
-    the workers leave it to the main process, which saves and then shuts them down (no worker
-    tracebacks, no "worker exited unexpectedly" mid-save).  SIGTERM keeps its default: it is
-    how multiprocessing ends the workers at exit."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """DataLoader ``worker_init_fn``: a terminal's Ctrl-C reaches every process of the group,
+    and SLURM sends its time-limit warning (SIGUSR1/SIGUSR2) to every process of the job step;
+    the workers leave them to the main process, which saves and then shuts them down (no worker
+    tracebacks, no "worker exited unexpectedly" mid-save; SIGUSR1/2 would otherwise end them).
+    SIGTERM keeps its default: it is how multiprocessing ends the workers at exit."""
+    for signum in (signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(signum, signal.SIG_IGN)

@@ -19,9 +19,9 @@ from torch.utils.data import Dataset
 
 from lt_bench.errors import DataError
 from lt_bench.progress import progress_bar
-from lt_bench.run_folder import REPO
+from lt_bench.run_folder import SPLITS_DIR
 
-MANIFEST = REPO / "data_splits" / "manifest.json"
+MANIFEST = SPLITS_DIR / "manifest.json"
 
 
 @dataclass(frozen=True)

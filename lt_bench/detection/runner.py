@@ -36,7 +36,7 @@ from lt_bench.errors import ConfigError, DataError, LtBenchError
 from lt_bench.fileio import atomic_write_json
 from lt_bench.records import SCHEMA_VERSION, git_revision, upsert_record
 from lt_bench.registries import DETECTION_LOSSES
-from lt_bench.run_folder import REPO, RunFolder, config_hash, resolve_out_dir
+from lt_bench.run_folder import RunFolder, config_file, config_hash, resolve_out_dir
 
 log = logging.getLogger(__name__)
 BASE_BATCH_SIZE = 16          # the paper's (and mmdet's) lr 0.02 is for 16 images per iteration
@@ -280,7 +280,7 @@ def build_mmdet_config(cfg: DictConfig, out_dir: Path, stats: CategoryStats, fre
                        val_ann: str | Path | None = None, world_size: int = 1):
     """The detector's mmdet config with this run's settings and box classifier."""
     from mmengine.config import Config
-    mm = Config.fromfile(str(REPO / cfg.detector.mmdet_config))
+    mm = Config.fromfile(str(config_file(cfg.detector.mmdet_config)))
     apply_run_settings(mm, cfg, out_dir, stats.names, val_ann, world_size)
     return apply_box_classifier(mm, cfg, stats, frequency_file or stats.source)
 

@@ -8,7 +8,7 @@ from lt_bench.errors import ConfigError
 from lt_bench.errors import check_one_of as one_of
 from lt_bench.errors import check_positive_int as positive_int
 from lt_bench.registries import ACTIVATIONS, CLASSIFIER_INITS, DETECTION_LOSSES
-from lt_bench.run_folder import REPO
+from lt_bench.run_folder import config_file
 
 # LVIS version -> mmdet dataset type, image prefix of train and val (v1 reads paths from
 # coco_url), the EQL/DropLoss frequency threshold lambda of the papers
@@ -32,7 +32,7 @@ def check_detection_config(cfg: DictConfig) -> None:
     if cfg.get("detector") is None:
         raise ConfigError("task=lvis needs a detector (detector=mask_rcnn_r50, gol_r50, ...)")
     DETECTION_LOSSES.check(cfg.detector.loss)
-    if not (REPO / cfg.detector.mmdet_config).is_file():
+    if not (config_file(cfg.detector.mmdet_config)).is_file():
         raise ConfigError(f"detector.mmdet_config={cfg.detector.mmdet_config}: no such file under the repository")
     if cfg.imbalance is not None:
         raise ConfigError(f"task lvis has a fixed long-tailed split; remove imbalance={cfg.imbalance}")

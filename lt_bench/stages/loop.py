@@ -7,9 +7,15 @@ rank).  Everything else is a hook (detectron2's ``HookBase`` shape):
 
 - ``CheckpointHook``: resume from the stage's checkpoint, save atomically after every epoch
   and, on SIGTERM, mid-epoch with the RNG state and the epoch's position;
-- ``EvalHook``: test metrics every ``eval.every_epochs`` epochs, for the curves (every epoch of
-  the run's last stage when ``eval.select`` picks its best epoch);
-- ``ReportHook``: the epoch's log line and TensorBoard scalars.
+- ``EvalHook``: the evaluation split's metrics every ``eval.every_epochs`` epochs, for the
+  curves (every epoch of the run's last stage when ``eval.select`` picks its best epoch);
+- ``ReportHook``: the epoch's log line and, on rank 0, the epoch's row for the run's log
+  (``run_logs.RunLog``: metrics.csv, TensorBoard, the trackers ``logger`` names).
+
+An epoch's record (``progress['history']``, kept by the checkpoints) holds loss, train_top1,
+lr, seconds, data_seconds, items, skipped and, when evaluated, ``test_<metric>``: the
+evaluation split's metrics (``eval_split``: test or val; ``RunLog`` names them by their split)
+and ``select_top1`` (the val split's top-1 that picks the best epoch).
 
 A run resumed from any checkpoint replays the uninterrupted run exactly (bit for bit on CPU;
 up to nondeterministic kernels on CUDA); after a SIGTERM checkpoint the resumed run takes the
@@ -38,6 +44,7 @@ from lt_bench.distributed import DistContext
 from lt_bench.errors import NonFiniteLossError
 from lt_bench.failpoints import failpoint
 from lt_bench.progress import progress_bar
+from lt_bench.run_logs import RunLog, TensorBoard
 from lt_bench.seeding import derive_seed, seed_everything
 from lt_bench.signals import GracefulStop, TrainingInterrupted, quiet_worker
 from lt_bench.stages.precision import AMP_MODES
@@ -58,6 +65,9 @@ class TrainOptions:
     progress: bool = False
     resume: bool = False
     eval_every: int = 0
+    eval_split: str = "test"                    # the split EvalHook's metrics are of (eval.split)
+    run_log: RunLog | None = None               # rank 0's metrics.csv and trackers; None: TensorBoard
+                                                # curves in the job's log_dir only
 
 
 @dataclass
@@ -216,6 +226,8 @@ class Trainer:
             totals += torch.tensor(partial["totals"], dtype=torch.float64, device=device)
         first_step = partial["steps"] if partial else 0
         lr = self.optimizer.param_groups[0]["lr"]
+        if partial is not None:     # the record's lr is the epoch's first, kept by the SIGTERM checkpoint
+            lr = partial.get("lr", lr)
         start = time.perf_counter() - (partial["seconds"] if partial else 0.0)
         data_wait = partial["data_seconds"] if partial else 0.0
         batches = iter(loader)                       # draws the workers' base seed, then:
@@ -240,7 +252,7 @@ class Trainer:
             if self.stop.agreed() and step < first_step + len(loader):
                 ctx.all_reduce_sum(totals)
                 raise _Preempted({"epoch": epoch, "steps": step, "totals": totals.tolist(), "rng": _rng_state(),
-                                  "seconds": time.perf_counter() - start, "data_seconds": data_wait})
+                                  "seconds": time.perf_counter() - start, "data_seconds": data_wait, "lr": lr})
             waiting_since = time.perf_counter()
         ctx.all_reduce_sum(totals)
         loss_sum, correct, seen, skipped = (float(v) for v in totals)
@@ -299,7 +311,8 @@ class CheckpointHook(Hook):
 
 
 class EvalHook(Hook):
-    """Test top-1 and shot groups every ``every`` epochs, into the epoch's record."""
+    """The evaluation split's scalar metrics (top-1, top-5, many/medium/few, ECE, NLL, Brier,
+    ...) every ``every`` epochs, into the epoch's record as ``test_<metric>``."""
 
     def __init__(self, evaluate: Callable[[], dict], every: int):
         self.evaluate, self.every = evaluate, every
@@ -307,47 +320,50 @@ class EvalHook(Hook):
     def after_epoch(self, trainer: Trainer, stats: dict) -> None:
         if stats["epoch"] % self.every == 0:
             metrics = self.evaluate()
-            stats.update({f"test_{k}": v for k, v in metrics.items()
-                          if k in ("top1", "many", "medium", "few") and v is not None})
+            stats.update({f"test_{k}": float(v) for k, v in metrics.items()
+                          if k != "select_top1" and isinstance(v, float) and math.isfinite(v)})
+            stats["eval_split"] = trainer.opts.eval_split          # what test_* are of (eval.split)
             if "select_top1" in metrics:             # the split that chooses the best epoch
                 stats["select_top1"] = metrics["select_top1"]
 
 
 class ReportHook(Hook):
-    """The epoch's log line, and its scalars in TensorBoard (rank 0)."""
+    """The epoch's log line and, on rank 0, the epoch for the run's log: metrics.csv rebuilt
+    from the stage's history when it (re)starts, then a row and the tagged scalars per epoch
+    (``run_logs``).  Without a run log (a stage trained outside a pipeline), TensorBoard curves
+    in the job's ``log_dir``."""
 
-    def __init__(self):
-        self.writer = None
+    def __init__(self, run_log: RunLog | None):
+        self.run_log = run_log if run_log is not None else RunLog(None, trackers=[TensorBoard()])
+        self.started = False
 
     def before_train(self, trainer: Trainer) -> None:
-        if trainer.ctx.is_main and not trainer.progress["complete"]:
-            from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(str(trainer.job.log_dir), purge_step=trainer.progress["epochs_done"] or None)
+        if trainer.ctx.is_main:
+            self.run_log.start_stage(trainer.job.index, trainer.job.log_dir, trainer.progress)
+            self.started = True
 
     def after_epoch(self, trainer: Trainer, stats: dict) -> None:
         job = trainer.job
-        test = f", test top1 {stats['test_top1']:.2f}%" if "test_top1" in stats else ""
+        split = trainer.opts.eval_split
+        test = f", {split} top1 {stats['test_top1']:.2f}%" if "test_top1" in stats else ""
         log.info("%s epoch %d/%d: loss %.4f, train top1 %.2f%%, lr %.3g, %.1f s (%.0f items/s, %.0f%% waiting "
                  "for data)%s", job.name, stats["epoch"], job.recipe.epochs, stats["loss"], stats["train_top1"],
                  stats["lr"], stats["seconds"], stats["items"] / max(stats["seconds"], 1e-9),
                  100 * stats["data_seconds"] / max(stats["seconds"], 1e-9), test)
-        if self.writer is not None:
-            for key, value in stats.items():
-                if key not in ("epoch", "items"):
-                    self.writer.add_scalar(key.replace("test_", "test/").replace("train_", "train/"), value,
-                                           stats["epoch"])
-            self.writer.flush()
+        if self.started:
+            self.run_log.log_epoch(job.index, stats)
 
     def after_train(self, trainer: Trainer) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        if self.started:
+            self.run_log.end_stage(trainer.job.index)
+            self.started = False
 
 
 def fit(job: StageJob, ctx: DistContext, opts: TrainOptions) -> dict:
     """Train ``job`` for ``job.recipe.epochs`` epochs with the standard hooks; its progress record.
     Hook order: the evaluation's metrics join the epoch's record before it is reported and saved."""
     evaluation = [EvalHook(job.evaluate, opts.eval_every)] if job.evaluate is not None and opts.eval_every else []
-    return Trainer(job, ctx, opts, [*evaluation, ReportHook(), CheckpointHook()]).fit()
+    return Trainer(job, ctx, opts, [*evaluation, ReportHook(opts.run_log), CheckpointHook()]).fit()
 
 
 def _rng_state() -> dict:

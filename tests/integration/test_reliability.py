@@ -51,6 +51,7 @@ def test_sigkill_then_resume_equals_the_uninterrupted_run(uninterrupted, tmp_pat
     ("stage1.step:2:5!term", "stage1", 2, 5, "SIGTERM", 143),
     ("stage2.step:1:3!term", "stage2", 1, 3, "SIGTERM", 143),
     ("stage1.step:2:4!int", "stage1", 2, 4, "SIGINT", 130),     # Ctrl-C: saved like SIGTERM
+    ("stage1.step:1:6!usr1", "stage1", 1, 6, "SIGUSR1", 138),   # SLURM's warning before the time limit
 ])
 def test_sigterm_saves_mid_epoch_and_resume_is_exact(uninterrupted, tmp_path, failpoint, stage, epoch, step,
                                                      signal, status):

@@ -43,7 +43,10 @@ print("seconds: %.2f" % (time.perf_counter() - started))
 @pytest.mark.parametrize("overrides,refusal", [
     (["stage2.activation=gumbal"], "unknown stage2.activation 'gumbal'; valid: gumbel, sigmoid, softmax"),
     (["device=gpu"], "unknown device 'gpu'; valid: auto, cpu, cuda"),
-    (["+stage1.epoch=2"], "unknown key stage1.epoch"),
+    (["+stage1.epoch=2"], "unknown key stage1.epoch: stage1 has activation, batch_size, checkpoint, "
+                          "classifier_init, epochs, gamma, loss, loss_scale, lr, milestones, momentum, nesterov, "
+                          "reference_epochs, schedule, source, warmup_epochs, weight_decay; did you mean "
+                          "stage1.epochs? ('+' adds keys"),
     (["stage2=crt", "stage2.sampler=balanced"], "unknown stage2.sampler 'balanced'"),
     (["task=lvis", "detector=gol_r50", "detector.loss=focal"], "unknown detector.loss 'focal'; valid: activation_ce"),
     (["stage2=tau_norm", "+stage2.activation=softmax"], "unknown key stage2.activation"),
@@ -73,6 +76,20 @@ def test_a_misspelt_value_fails_before_torch_through_run_py(tmp_path):
     assert out.returncode == 2 and "unknown stage2.activation 'gumbal'" in out.stdout + out.stderr
     assert not (tmp_path / "b" / "results.json").exists()
     print(f"two refusals in {time.perf_counter() - started:.1f} s")
+
+
+@pytest.mark.parametrize("override,message", [
+    ("stage1.epoch=2", "ConfigError: unknown key stage1.epoch: stage1 has activation, batch_size, "),
+    ("stag1.lr=0.1", "ConfigError: unknown key stag1.lr: the config has activations, check_data, data, "),
+    ("data.nm_workers=2", "did you mean data.num_workers?"),
+])
+def test_an_unknown_key_lists_the_valid_ones_through_run_py(tmp_path, override, message):
+    """Hydra alone would answer 'To append to your config use +stage1.epoch=2': adding the typo."""
+    out = subprocess.run([sys.executable, str(ROOT / "run.py"), override, f"out_dir={tmp_path / 'a'}"],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 2 and message in out.stderr and "+stage1" not in out.stderr, out.stderr[-2000:]
+    assert "did you mean stage1" in out.stderr or override.startswith("data")
+    assert not (tmp_path / "a").exists()
 
 
 def test_multirun_checks_every_job_before_the_first_starts(tmp_path):

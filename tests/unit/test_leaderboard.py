@@ -94,23 +94,18 @@ def test_collect_records_order_source_and_errors(runs, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="empty: no results.json"):
         collect_records([tmp_path / "empty"])
-    (runs / "bad").mkdir()
-    (runs / "bad" / "results.json").write_text(json.dumps([{"task": "cifar100lt", "imbalance": 100, "model": "m",
-                                                            "stage": 2, "method": "gumbel", "top1": 1.0}]))
-    with pytest.raises(DataError, match=r"bad/results.json: .*lacks setup_hash"):
-        build_leaderboard([runs / "bad"])
 
 
 def test_seeds_are_averaged_with_sample_std_and_paper_delta(runs):
     cells = json.loads(leaderboard_text([runs], "json"))
     gumbel = find(cells, "gumbel [best@test] (stage 2)", "cifar100lt", imbalance=100)
     assert gumbel["n"] == 3 and gumbel["setup_hash"] == "aaaa1111"
-    assert gumbel["mean"] == pytest.approx(statistics.mean(GUMBEL_C100)) == pytest.approx(46.0)
-    assert gumbel["std"] == pytest.approx(statistics.stdev(GUMBEL_C100))
+    assert gumbel["mean"] == 46.0                                       # 2 decimals, as the text shows
+    assert gumbel["std"] == round(statistics.stdev(GUMBEL_C100), 2) == 0.87
     assert gumbel["paper"] == 45.5 and gumbel["delta"] == pytest.approx(0.5)
     stage1 = find(cells, "softmax [last] (stage 1)", "cifar100lt", imbalance=100)
     assert (stage1["n"], stage1["paper"], stage1["delta"]) == (3, None, None)    # the paper is stage 2
-    assert stage1["std"] == pytest.approx(statistics.stdev(STAGE1_C100))
+    assert stage1["std"] == round(statistics.stdev(STAGE1_C100), 2)
     single = find(cells, "softmax [best@test] (stage 2)", "cifar100lt", imbalance=100)
     assert (single["n"], single["std"]) == (1, None) and single["delta"] == pytest.approx(42.0 - 42.4)
     # fixed split: the paper's ImageNet-LT cell matches our imbalance 256.0
@@ -129,8 +124,8 @@ def test_repeats_of_one_seed_count_once(runs):
     stage1 = find(json.loads(leaderboard_text([runs], "json")), "softmax [last] (stage 1)", "cifar100lt", imbalance=100)
     per_seed = [STAGE1_C100[0] + 0.5, STAGE1_C100[1], STAGE1_C100[2]]
     assert stage1["n"] == 3
-    assert stage1["mean"] == pytest.approx(statistics.mean(per_seed))
-    assert stage1["std"] == pytest.approx(statistics.stdev(per_seed))
+    assert stage1["mean"] == round(statistics.mean(per_seed), 2)
+    assert stage1["std"] == round(statistics.stdev(per_seed), 2)
 
 
 def test_second_configuration_gets_its_own_row(runs):
@@ -157,12 +152,12 @@ def test_markdown_table(runs):
                           "ldam_drw [best@test] (paper, stage 1)", "softmax [best@test] (paper, stage 1)",
                           "gumbel [best@test] (paper)", "softmax [best@test] (paper)"]
     std = statistics.stdev(GUMBEL_C100)
-    assert body["gumbel [best@test] (stage 2)"] == [f"46.00 ± {std:.2f} (n=3) Δ +0.50", "41.00 ± - (n=1) Δ -0.50",
-                                                    "48.70 ± - (n=1) Δ +0.50"]
+    assert body["gumbel [best@test] (stage 2)"] == [f"46.00 ± {std:.2f} (n=3) Δ +0.50", "41.00 (n=1) Δ -0.50",
+                                                    "48.70 (n=1) Δ +0.50"]
     # the last epoch is not the paper's protocol (its ERM row is the best test epoch): no delta
     assert body["softmax [last] (stage 1)"] == [f"38.67 ± {statistics.stdev(STAGE1_C100):.2f} (n=3)", "-", "-"]
     assert body["softmax [best@test] (paper, stage 1)"] == ["38.32", "-", "-"]
-    assert body["softmax [best@test] (stage 2)"] == ["42.00 ± - (n=1) Δ -0.40", "-", "-"]
+    assert body["softmax [best@test] (stage 2)"] == ["42.00 (n=1) Δ -0.40", "-", "-"]
     assert body["gumbel [best@test] (paper)"] == ["45.50", "41.50", "48.20"]
     assert body["softmax [best@test] (paper)"] == ["42.40", "38.30", "45.20"]
 
@@ -173,7 +168,7 @@ def test_detection_table(runs):
     assert sorted({c["metric"] for c in cells}) == sorted(["AP", "APr", "APc", "APf", "APbox"])
     ap = find(cells, "gumbel", "lvis", metric="AP", version="v1", model="mask_rcnn_r50")
     assert ap["mean"] == pytest.approx(statistics.mean(LVIS_GUMBEL_AP)) and ap["n"] == 2
-    assert ap["std"] == pytest.approx(statistics.stdev(LVIS_GUMBEL_AP))
+    assert ap["std"] == round(statistics.stdev(LVIS_GUMBEL_AP), 2)
     assert ap["delta"] == pytest.approx(statistics.mean(LVIS_GUMBEL_AP) - 19.0)
     apr = find(cells, "gumbel", "lvis", metric="APr", version="v1")
     assert apr["delta"] == pytest.approx(statistics.mean(LVIS_GUMBEL_AP) - 14 - 4.9)
@@ -181,7 +176,8 @@ def test_detection_table(runs):
     # compared with the paper only when measured as the paper: the same scores, the whole val set
     assert find(cells, "sigmoid [softmax scores]", "lvis", metric="APf")["delta"] == pytest.approx(24.0 - 27.3)
     rows = md_table(leaderboard_text([runs / "nested"]), "detection")
-    assert rows[0][1:] == [f"lvis v1 mask_rcnn_r50 {m}" for m in ("AP", "APr", "APc", "APf", "APbox")]
+    # the column's label heads its first metric only, not every one
+    assert rows[0][1:] == ["lvis v1 mask_rcnn_r50 AP", "APr", "APc", "APf", "APbox"]
     assert [r[0] for r in rows[2:]] == ["gumbel", "sigmoid [softmax scores]", "gumbel (paper)",
                                         "sigmoid [softmax scores] (paper)", "softmax (paper)"]
 
@@ -218,7 +214,7 @@ def test_metrics_option(runs):
     assert find(cells, "gumbel [best@test] (paper)", "cifar100lt", metric="many")["mean"] is None
     rows = md_table(leaderboard_text([runs / "c100_gumbel_s0"], metrics="top1,many,medium,few,ece"),
                     "classification")
-    assert rows[0][1:] == [f"cifar100lt ib=100 resnet32 {m}" for m in metrics]
+    assert rows[0][1:] == ["cifar100lt ib=100 resnet32 top1", "many", "medium", "few", "ece"]
     with pytest.raises(ConfigError, match="'top3'"):
         leaderboard_text([runs], metrics=["top1", "top3"])
     with pytest.raises(ConfigError, match="'xls'"):
@@ -229,14 +225,15 @@ def test_csv_parses_back(runs):
     rows = csv_rows(leaderboard_text([runs], "csv"))
     assert list(rows[0]) == ["row", "kind", "task", "imbalance", "version", "model", "metric", "mean", "std", "n",
                              "paper", "delta", "reference", "setup_hash"]
-    gumbel = find(rows, "gumbel [best@test] (stage 2)", "cifar100lt", imbalance="100.0")
-    assert float(gumbel["mean"]) == pytest.approx(46.0) and gumbel["n"] == "3"
-    assert float(gumbel["std"]) == pytest.approx(statistics.stdev(GUMBEL_C100))
-    assert (float(gumbel["paper"]), float(gumbel["delta"])) == (45.5, pytest.approx(0.5))
-    missing = find(rows, "softmax [last] (stage 1)", "cifar100lt", imbalance="200.0")
+    # 2 decimals, as the text formats show; an integral imbalance as an integer
+    gumbel = find(rows, "gumbel [best@test] (stage 2)", "cifar100lt", imbalance="100")
+    assert [gumbel[k] for k in ("mean", "std", "n", "paper", "delta")] == \
+        ["46.00", f"{statistics.stdev(GUMBEL_C100):.2f}", "3", "45.50", "0.50"]
+    missing = find(rows, "softmax [last] (stage 1)", "cifar100lt", imbalance="200")
     assert [missing[k] for k in ("mean", "std", "n", "paper", "delta")] == ["", "", "", "", ""]
-    paper_only = find(rows, "softmax [best@test] (stage 2)", "cifar100lt", imbalance="200.0")    # no run, paper known
-    assert (paper_only["mean"], paper_only["paper"]) == ("", "38.3")
+    paper_only = find(rows, "softmax [best@test] (stage 2)", "cifar100lt", imbalance="200")    # no run, paper known
+    assert (paper_only["mean"], paper_only["paper"]) == ("", "38.30")
+    assert find(rows, "gumbel [best@test] (stage 2)", "imagenetlt")["imbalance"] == "256"
     ap = find(rows, "gumbel", "lvis", metric="APbox", version="v1")
     assert ap["imbalance"] == "" and float(ap["mean"]) == pytest.approx(statistics.mean(LVIS_GUMBEL_AP) + 1)
     assert {r["reference"] for r in rows if r["row"].endswith("(paper)")} == {"True"}
@@ -295,7 +292,7 @@ def test_html_parses_back(runs):
                                          "imagenetlt ib=256 resnet50"]]
     body = {r[0]: r[1:] for r in classification["tbody"]}
     assert len(classification["tbody"]) == 10
-    assert body["gumbel [best@test] (stage 2) [cfg cccc22]"] == ["44.00 ± - (n=1) Δ -1.50", "-", "-"]
+    assert body["gumbel [best@test] (stage 2) [cfg cccc22]"] == ["44.00 (n=1) Δ -1.50", "-", "-"]
     assert body["softmax [best@test] (paper)"] == ["42.40", "38.30", "45.20"]
     assert detection["thead"] == [["method", "lvis v1 mask_rcnn_r50"], ["AP", "APr", "APc", "APf", "APbox"]]
     assert [r[0] for r in detection["tbody"]][:2] == ["gumbel", "sigmoid [softmax scores]"]
@@ -308,7 +305,7 @@ def test_cli_and_config_entry_points(runs, tmp_path, capsys):
     assert out.read_text() == leaderboard_text([runs], "csv", metrics=["top1", "ece"])
     assert {r["metric"] for r in csv_rows(out.read_text())} == {"top1", "ece", "AP", "APr", "APc", "APf", "APbox"}
     assert main([str(runs / "inlt")]) == 0
-    assert "| gumbel [best@test] (stage 2) | 48.70 ± - (n=1) Δ +0.50 |" in capsys.readouterr().out
+    assert "| gumbel [best@test] (stage 2) | 48.70 (n=1) Δ +0.50 |" in capsys.readouterr().out
     assert main([str(tmp_path / "nowhere")]) == 2
     assert "DataError" in capsys.readouterr().err
     cfg = OmegaConf.create({"leaderboard": {"paths": [str(runs)], "format": "json", "out": str(tmp_path / "lb.json"),
@@ -370,7 +367,7 @@ def test_markdown_escapes_text_cells(tmp_path):
     and shows as text; numbers are unchanged; HTML and LaTeX stay escaped."""
     (tmp_path / "results.json").write_text(json.dumps([cls(2, "a|b\nc\r\n<script>&x", 40.0, "aaaa1111")]))
     text = leaderboard_text([tmp_path])
-    assert "| a\\|b c &lt;script&gt;&amp;x [best@test] (stage 2) | 40.00 ± - (n=1) |" in text.splitlines()
+    assert "| a\\|b c &lt;script&gt;&amp;x [best@test] (stage 2) | 40.00 (n=1) |" in text.splitlines()
     assert "<script>" not in text and "\nc" not in text
     rows = md_table(text, "classification")
     assert {len(r) for r in rows} == {2}                                    # every row keeps its two cells
@@ -398,3 +395,88 @@ def test_csv_neutralises_formulas_but_not_numbers(tmp_path):
     assert "'-" not in text.replace("'-2+3", "")                              # no number was quoted
     assert not any(v.startswith(("=", "+", "@", "\t", "\r")) for r in rows for v in r.values())
     assert all(float(v) < 0 for r in rows for v in r.values() if v.startswith("-"))    # only numbers start with -
+
+
+def test_a_single_run_shows_its_number_and_n_without_a_std(tmp_path):
+    """One seed has no std: '84.60 (n=1)', not '84.60 ± - (n=1)'; two seeds show it."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "results.json").write_text(json.dumps([cls(1, "softmax", 84.6, "aaaa1111")]))
+    rows = md_table(leaderboard_text([tmp_path / "a"]), "classification")
+    assert rows[2] == ["softmax [last] (stage 1)", "84.60 (n=1)"]
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "results.json").write_text(json.dumps([cls(1, "softmax", 85.6, "aaaa1111", seed=1)]))
+    rows = md_table(leaderboard_text([tmp_path]), "classification")
+    assert rows[2] == ["softmax [last] (stage 1)", "85.10 ± 0.71 (n=2)"]
+    latex = leaderboard_text([tmp_path / "a"], "latex")
+    assert r"softmax [last] (stage 1) & 84.60 (n=1) \\" in latex and r"\pm" not in latex
+
+
+def test_csv_and_json_round_as_the_text_and_write_integral_imbalances_as_integers(tmp_path):
+    """float32 metrics (84.60000157356262) are 84.6 in JSON, "84.60" in CSV, as the Markdown's
+    2 decimals; imbalance 100.0 is 100, 12.5 stays."""
+    records = [cls(1, "softmax", 84.60000157356262, "aaaa1111", imbalance=100.0),
+               cls(1, "softmax", 70.123456, "bbbb2222", imbalance=12.5)]
+    (tmp_path / "results.json").write_text(json.dumps(records))
+    cells = [c for c in json.loads(leaderboard_text([tmp_path], "json")) if not c["reference"]]
+    assert [(c["imbalance"], c["mean"], c["std"], c["n"]) for c in cells if c["mean"] is not None] == \
+        [(12.5, 70.12, None, 1), (100, 84.6, None, 1)]
+    assert isinstance(find(cells, "softmax [last] (stage 1)", "cifar100lt", imbalance=100)["imbalance"], int)
+    text = leaderboard_text([tmp_path], "csv")
+    assert "84.60000157356262" not in text and "100.0" not in text
+    rows = [r for r in csv_rows(text) if r["reference"] == "False" and r["mean"]]
+    assert [(r["imbalance"], r["mean"], r["std"], r["n"]) for r in rows] == [("12.5", "70.12", "", "1"),
+                                                                            ("100", "84.60", "", "1")]
+    assert md_table(leaderboard_text([tmp_path]), "classification")[0] == \
+        ["method", "cifar100lt ib=12.5 resnet32", "cifar100lt ib=100 resnet32"]
+
+
+def test_markdown_names_each_column_once_over_its_metrics(runs):
+    """Markdown has one header row: the column's label heads its first metric, the other
+    metrics are named alone (the label is not repeated for every metric)."""
+    rows = md_table(leaderboard_text([runs / "c100_gumbel_s0", runs / "c100_ib200"], metrics="top1,many"),
+                    "classification")
+    assert rows[0] == ["method", "cifar100lt ib=100 resnet32 top1", "many", "cifar100lt ib=200 resnet32 top1", "many"]
+    assert rows[1] == ["---", "---:", "---:", "---:", "---:"]
+    assert {len(r) for r in rows} == {5}
+    assert md_table(leaderboard_text([runs / "c100_gumbel_s0"]), "classification")[0] == \
+        ["method", "cifar100lt ib=100 resnet32"]                          # one metric: the label alone
+
+
+def test_records_without_setup_hash_are_grouped_with_a_warning(tmp_path, caplog):
+    """Records written by other tools (no setup_hash, seed or created) are read, not refused:
+    grouped by task, imbalance, model, stage and method, with a warning naming the file; beside
+    lt_bench's own records of that cell they get a row of their own."""
+    foreign = [{"task": "cifar100lt", "imbalance": 100, "model": "resnet32", "stage": 2, "method": "gumbel",
+                "top1": top1} for top1 in (44.0, 45.0)]
+    foreign.append({"task": "cifar100lt", "imbalance": 100, "model": "resnet32", "stage": 2, "method": "mine",
+                    "top1": 40.0})
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "results.json").write_text(json.dumps(foreign))
+    (tmp_path / "ours").mkdir()
+    (tmp_path / "ours" / "results.json").write_text(json.dumps([cls(2, "gumbel", 46.0, "aaaa1111")]))
+    with caplog.at_level("WARNING", logger="lt_bench.leaderboard_table"):
+        cells = json.loads(leaderboard_text([tmp_path], "json", epoch="last"))
+    assert "3 classification record(s) without setup_hash" in caplog.text
+    assert str(tmp_path / "other" / "results.json") in caplog.text
+    theirs = find(cells, "gumbel [last] (stage 2) [no setup_hash]", "cifar100lt", imbalance=100)
+    assert (theirs["mean"], theirs["std"], theirs["n"], theirs["setup_hash"]) == (44.5, 0.71, 2, None)
+    ours = find(cells, "gumbel [last] (stage 2)", "cifar100lt", imbalance=100)
+    assert (ours["mean"], ours["n"], ours["setup_hash"]) == (46.0, 1, "aaaa1111")
+    alone = find(cells, "mine [last] (stage 2)", "cifar100lt", imbalance=100)      # only theirs: the plain row
+    assert (alone["mean"], alone["n"], alone["setup_hash"]) == (40.0, 1, None)
+    (tmp_path / "bad").mkdir()           # still refused: a record that names no task
+    (tmp_path / "bad" / "results.json").write_text(json.dumps([{"method": "x", "stage": 1, "top1": 1.0}]))
+    with pytest.raises(DataError, match="lacks task, imbalance, model"):
+        build_leaderboard([tmp_path / "bad"])
+
+
+def test_cli_metrics_comma_or_space_separated(runs, capsys):
+    expected = leaderboard_text([runs / "inlt"], metrics="top1,many")
+    for argv in ([str(runs / "inlt"), "--metrics", "top1,many"], [str(runs / "inlt"), "--metrics", "top1", "many"],
+                 ["--metrics", "top1", "many", str(runs / "inlt")]):
+        assert main(argv) == 0
+        assert capsys.readouterr().out == expected, argv
+    assert main([str(runs / "inlt"), "--metrics", "top1", "top3"]) == 2
+    assert "'top3'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--metrics", "top1"])

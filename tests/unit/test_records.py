@@ -83,3 +83,23 @@ def test_leaderboard_cli_names_an_unreadable_results_file(tmp_path, make, messag
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.splitlines() == [done.stderr.strip()]
     assert done.stderr.startswith(f"DataError: {path}: {message}") and "Traceback" not in done.stderr
+
+
+def test_append_record_keeps_every_earlier_record(tmp_path):
+    """lt-bench eval's records: appended, never replacing one (even of the same stage and
+    method); a file that is not a list of records is an error and stays as it was."""
+    from lt_bench.records import append_record
+    path = tmp_path / "eval.json"
+    append_record(path, record(2, "gumbel", 40.0))
+    append_record(path, record(2, "gumbel", 40.0))
+    append_record(path, record(1, "softmax", 38.0))
+    assert [(r["stage"], r["method"], r["top1"]) for r in read_records(path)] == \
+        [(2, "gumbel", 40.0), (2, "gumbel", 40.0), (1, "softmax", 38.0)]
+    assert os.listdir(tmp_path) == ["eval.json"]
+    with pytest.raises(ValueError, match="record lacks"):
+        append_record(path, {"stage": 1})
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"not": "a list"}')
+    with pytest.raises(DataError, match="expected a JSON list of records"):
+        append_record(bad, record(1, "softmax", 38.0))
+    assert bad.read_text() == '{"not": "a list"}'

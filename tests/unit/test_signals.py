@@ -40,10 +40,12 @@ def test_a_second_sigterm_is_not_an_abort():
 
 
 def test_loader_workers_leave_ctrl_c_to_the_main_process():
-    before = signal.getsignal(signal.SIGINT)
+    quieted = (signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+    before = {s: signal.getsignal(s) for s in quieted}
     try:
         quiet_worker(0)
-        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert all(signal.getsignal(s) is signal.SIG_IGN for s in quieted)
         assert signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN   # multiprocessing ends workers so
     finally:
-        signal.signal(signal.SIGINT, before)
+        for s, handler in before.items():
+            signal.signal(s, handler)

@@ -25,6 +25,14 @@ def test_cifar_resnet_parameter_count(depth):
     assert count_parameters(model) == cifar_resnet_parameters(depth, 10)
 
 
+@pytest.mark.parametrize("depth,millions", [(20, 0.27), (32, 0.46), (44, 0.66), (56, 0.85), (110, 1.7)])
+def test_every_cifar_resnet_config_builds_the_papers_size(make_cfg, depth, millions):
+    """``model=resnet<depth>`` (a config file each) against He et al. 2016, Table 6 (CIFAR-10)."""
+    cfg = make_cfg(f"model=resnet{depth}", "task=cifar10lt")
+    count = count_parameters(build_model(cfg.model.name, 10))
+    assert count == cifar_resnet_parameters(depth, 10) and round(count / 1e6, 2 if millions < 1 else 1) == millions
+
+
 def test_resnet32_is_the_papers_size():
     assert count_parameters(build_model("resnet32", 10)) == 464_154    # "0.46M" in the literature
 
