@@ -31,7 +31,8 @@ def test_one_stage_baseline_learns(tmp_path, loss, method):
 
 def test_gol_table4_cell_runs_into_the_leaderboard(tmp_path):
     """The CIFAR-100-LT imbalance-100 cell of Table 4 on synthetic CIFAR-100 pickles, shortened."""
-    write_cifar(tmp_path / "cifar", "cifar100", train_per_class=30, test_per_class=4)
+    # 100 per class: at imbalance 100 the rarest class keeps int(100 / 100) = 1 image (30 would leave none)
+    write_cifar(tmp_path / "cifar", "cifar100", train_per_class=100, test_per_class=4)
     out = tmp_path / "cell"
     proc = run_py("+experiment=gol_table4", "+table4=cifar100lt_ib100", f"data.root={tmp_path / 'cifar'}",
                   "data.verify_md5=false", "data.num_workers=0", "data.autoaugment=false",
