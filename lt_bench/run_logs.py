@@ -139,6 +139,11 @@ def final_metrics(records: Iterable[dict]) -> dict[str, float]:
     return out
 
 
+# an epoch's stats key -> its tag below stage{N}/ (the evaluation split's ``test_*`` metrics aside)
+EPOCH_TAGS = {"loss": "train/loss", "train_top1": "train/top1", "lr": "lr", "select_top1": "val/top1",
+              "seconds": "time/epoch_seconds", "data_seconds": "time/data_seconds", "skipped": "train/skipped_steps"}
+
+
 def epoch_scalars(stage: int, stats: Mapping[str, Any], split: str) -> dict[str, float]:
     """An epoch's record (``Trainer._epoch``'s stats, with ``EvalHook``'s ``test_*`` metrics of
     the evaluation split, which it names in ``eval_split``, and ``select_top1``) under the run's
@@ -149,22 +154,10 @@ def epoch_scalars(stage: int, stats: Mapping[str, Any], split: str) -> dict[str,
     for key, value in stats.items():
         if not _number(value) or (key == "skipped" and not value):    # skipped steps: only when there are
             continue
-        if key == "loss":
-            tag = "train/loss"
-        elif key == "train_top1":
-            tag = "train/top1"
-        elif key == "lr":
-            tag = "lr"
-        elif key.startswith("test_"):
+        if key.startswith("test_"):
             tag = f"{split}/{key[5:]}"
-        elif key == "select_top1":
-            tag = "val/top1"
-        elif key == "seconds":
-            tag = "time/epoch_seconds"
-        elif key == "data_seconds":
-            tag = "time/data_seconds"
-        elif key == "skipped":
-            tag = "train/skipped_steps"
+        elif key in EPOCH_TAGS:
+            tag = EPOCH_TAGS[key]
         else:
             continue                                  # epoch, items
         out[p + tag] = float(value)

@@ -11,7 +11,7 @@ from torchvision import datasets
 
 from lt_bench.data.bundle import DATASETS, DataBundle, DatasetBuilder
 from lt_bench.data.long_tail import SubsetView, class_counts, long_tail_counts, long_tail_indices
-from lt_bench.data.split_file import load_rgb
+from lt_bench.data.split_file import UNREADABLE_IMAGE, load_rgb
 from lt_bench.data.transforms import build_transform
 from lt_bench.errors import ConfigError, DataError
 from lt_bench.fileio import file_digest
@@ -124,7 +124,7 @@ def load_named_rgb(path: str) -> Image.Image:
     """ImageFolder's loader: an unreadable image is a DataError naming its file."""
     try:
         return load_rgb(Path(path))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+    except UNREADABLE_IMAGE as err:
         raise DataError(f"cannot read image {path}: {err}") from err
 
 

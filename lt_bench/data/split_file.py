@@ -158,6 +158,10 @@ def load_manifest(path: str | os.PathLike = MANIFEST) -> dict[str, dict]:
     return {entry["name"]: entry for entry in json.loads(Path(path).read_text())["files"]}
 
 
+# what PIL raises for a missing, truncated or malformed image file (a decompression bomb too)
+UNREADABLE_IMAGE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
 def load_rgb(path: Path) -> Image.Image:
     with Image.open(path) as image:
         return image.convert("RGB")   # decodes the whole image: truncation shows here
@@ -168,7 +172,7 @@ def image_problem(root: Path, split_file: str | os.PathLike, entry: SplitEntry) 
     try:
         load_rgb(root / entry.path)
         return None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+    except UNREADABLE_IMAGE as err:
         return Problem(str(split_file), entry.line, f"cannot read image {root / entry.path}: {err}")
 
 
@@ -198,7 +202,7 @@ class SplitFileDataset(Dataset):
         entry = self.entries[i]
         try:
             image = load_rgb(self.root / entry.path)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        except UNREADABLE_IMAGE as err:
             raise DataError(f"{self.split_file}:{entry.line}: cannot read image {self.root / entry.path}: {err} "
                             "(data.skip_bad=true skips unreadable images and lists them in the records)") from err
         return image, entry.label

@@ -7,6 +7,7 @@ import pytest
 
 from lt_bench.compare import compare_text, flatten, main, run_labels
 from lt_bench.errors import ConfigError, DataError
+from tests.helpers.tables import md_table
 
 CONFIG_A = """\
 task:
@@ -56,20 +57,10 @@ def two_runs(tmp_path):
     return root / "lr1e-4", root / "lr1e-3"
 
 
-def md_rows(text, heading):
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("###") and heading in line)
-    rows = []
-    for line in lines[start + 2:]:
-        if not line.startswith("|"):
-            break
-        rows.append([c.strip() for c in line.strip("|").split(" | ")])
-    return rows
-
 
 def test_config_and_metric_differences_side_by_side(two_runs):
     text = compare_text(two_runs)
-    assert md_rows(text, "config differences") == [
+    assert md_table(text, "config differences") == [
         ["key", "lr1e-4", "lr1e-3"],
         ["---", "---", "---"],
         ["stage2.lr", "0.0001", "0.001"],
@@ -78,7 +69,7 @@ def test_config_and_metric_differences_side_by_side(two_runs):
     ]
     # runtime keys (not part of the config hash) are named, not tabled
     assert "runtime keys that differ (not part of the config hash; --all-keys shows them): device, out_dir" in text
-    assert md_rows(text, "metrics") == [
+    assert md_table(text, "metrics") == [
         ["stage", "method", "metric", "lr1e-4", "lr1e-3"],
         ["---", "---", "---", "---:", "---:"],
         ["1", "softmax", "cfg", "3fa2c1", "3fa2c1"],
@@ -105,7 +96,7 @@ def test_config_and_metric_differences_side_by_side(two_runs):
 
 
 def test_all_keys_shows_runtime_keys_marked(two_runs):
-    rows = md_rows(compare_text(two_runs, all_keys=True), "config differences")
+    rows = md_table(compare_text(two_runs, all_keys=True), "config differences")
     assert rows[2:] == [["device (runtime)", "cpu", "cuda"], ["out_dir (runtime)", "/runs/a", "/runs/b"],
                         ["stage2.lr", "0.0001", "0.001"], ["stage2.milestones", "[40, 50]", "[30]"],
                         ["stage2.sampler", "(absent)", "class_balanced"]]
@@ -132,8 +123,8 @@ def test_runs_without_config_or_records(two_runs, tmp_path):
     text = compare_text([two_runs[0], only_records])
     assert "no config.yaml in other_tool (- in its column)" in text
     assert "no differences in the configuration" in text            # nothing to compare it with
-    assert ["2", "gumbel", "top1", "45.00", "44.00 Δ -1.00"] in md_rows(text, "metrics")
-    assert ["2", "gumbel", "cfg", "77b0e1", "-"] in md_rows(text, "metrics")
+    assert ["2", "gumbel", "top1", "45.00", "44.00 Δ -1.00"] in md_table(text, "metrics")
+    assert ["2", "gumbel", "cfg", "77b0e1", "-"] in md_table(text, "metrics")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="neither config.yaml nor results.json"):
         compare_text([two_runs[0], tmp_path / "empty"])

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from lt_bench.errors import ConfigError, DataError
 from lt_bench.leaderboard import (build_leaderboard, collect_records, leaderboard_text, load_references, main,
                                   run_leaderboard)
+from tests.helpers.tables import md_table
 
 GUMBEL_C100 = [45.0, 46.5, 46.5]          # three seeds of one configuration: mean 46.0
 STAGE1_C100 = [38.0, 38.5, 39.5]
@@ -69,17 +70,6 @@ def find(cells, row, task, metric="top1", **where):
     assert len(hits) == 1, (row, task, metric, where, hits)
     return hits[0]
 
-
-def md_table(text, heading):
-    """The rows (lists of cell texts) of the Markdown table under ``heading``."""
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("###") and heading in line)
-    rows = []
-    for line in lines[start + 2:]:
-        if not line.startswith("|"):
-            break
-        rows.append([c.strip() for c in line.strip("|").split(" | ")])
-    return rows
 
 
 def test_collect_records_order_source_and_errors(runs, tmp_path):
