@@ -3,7 +3,6 @@ DataError naming the path, never a traceback (missing keys: tests/unit/test_host
 import copy
 import json
 import re
-import time
 
 import pytest
 
@@ -176,7 +175,5 @@ def test_a_byte_order_mark_is_accepted(tmp_path):
 
 @pytest.mark.skipif(not (SHARED_LVIS / "lvis_v0.5_val_100.json").is_file(), reason="../shared/data/lvis not present")
 def test_the_real_lvis_annotations_have_no_problem():
-    start = time.perf_counter()
     data = check_lvis_annotations(SHARED_LVIS / "lvis_v0.5_val_100.json")
     assert (len(data["images"]), len(data["annotations"]), len(data["categories"])) == (100, 977, 1230)
-    assert time.perf_counter() - start < 10
