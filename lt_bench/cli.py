@@ -73,7 +73,9 @@ def package_version() -> str:
 # commands with their own parser (``lt-bench COMMAND --help``): module, help line
 DELEGATED = {"leaderboard": ("lt_bench.leaderboard", "tables from results.json records"),
              "eval": ("lt_bench.eval_checkpoint", "evaluate a run's checkpoint again (record in <run>/eval.json)"),
-             "compare": ("lt_bench.compare", "config and metric differences between runs, side by side")}
+             "compare": ("lt_bench.compare", "config and metric differences between runs, side by side"),
+             "lvis-eval": ("lt_bench.detection.lvis_eval_cli",
+                           "evaluate a detection results file exactly as lvis-api (LVIS AP, AR)")}
 
 
 def _train(overrides: list[str]) -> None:
@@ -84,7 +86,7 @@ def _train(overrides: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``lt-bench train|check-data|leaderboard|eval|compare [options] [key=value ...]``."""
+    """``lt-bench train|check-data|leaderboard|eval|compare|lvis-eval [options] [key=value ...]``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["train"]:       # before argparse, which would take --help for itself
         _train(argv[1:])

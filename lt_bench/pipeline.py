@@ -43,7 +43,8 @@ def _train_options(cfg: DictConfig) -> TrainOptions:
                         persistent_workers=bool(cfg.data.persistent_workers),
                         prefetch_factor=int(cfg.data.prefetch_factor), progress=bool(cfg.progress),
                         resume=bool(cfg.resume), eval_every=int(cfg.eval.every_epochs),
-                        eval_split=str(cfg.eval.split))
+                        eval_split=str(cfg.eval.split), compile=bool(cfg.train.get("compile", False)),
+                        compile_backend=str(cfg.train.get("compile_backend", "inductor")))
 
 
 def select_split(cfg: DictConfig, bundle: DataBundle) -> str | None:

@@ -15,6 +15,7 @@ that a config is checked against these names before torch is imported (``lt_benc
 | AMP_MODES | train.amp | stages/precision.py |
 | DATASETS | task.dataset | data/ |
 | TRANSFORMS | task.transform | data/transforms.py |
+| IMAGE_DECODERS | data.decoder | data/decoders.py |
 | DETECTION_LOSSES | detector.loss | detection/losses/ |
 """
 from __future__ import annotations
@@ -30,7 +31,8 @@ SCHEDULES = Registry("schedule", "SCHEDULES", ("lt_bench.stages.schedule",))
 AMP_MODES = Registry("train.amp", "AMP_MODES", ("lt_bench.stages.precision",))
 DATASETS = Registry("task.dataset", "DATASETS", ("lt_bench.data",))
 TRANSFORMS = Registry("task.transform", "TRANSFORMS", ("lt_bench.data.transforms",))
+IMAGE_DECODERS = Registry("data.decoder", "IMAGE_DECODERS", ("lt_bench.data.decoders",))
 DETECTION_LOSSES = Registry("detector.loss", "DETECTION_LOSSES", ("lt_bench.detection.losses",))
 
 ALL = (ACTIVATIONS, CLASSIFIER_INITS, STAGE1_LOSSES, STAGE2_METHODS, SAMPLERS, SCHEDULES, AMP_MODES, DATASETS,
-       TRANSFORMS, DETECTION_LOSSES)
+       TRANSFORMS, IMAGE_DECODERS, DETECTION_LOSSES)

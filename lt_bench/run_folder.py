@@ -47,7 +47,7 @@ PLOTS = {"per_class_accuracy": "per_class_accuracy.png", "weight_norms": "weight
 # Keys that say where and how a run executes, not what it computes: excluded from the hash.
 RUNTIME_KEYS = ("out_dir", "resume", "overwrite", "progress", "mode", "stage", "stage1.checkpoint", "device",
                 "data.root", "data.splits_dir", "data.download", "data.num_workers", "data.persistent_workers",
-                "data.prefetch_factor", "distributed", "check_data", "leaderboard", "plots", "logger")
+                "data.prefetch_factor", "train.compile", "train.compile_backend", "distributed", "check_data", "leaderboard", "plots", "logger")
 
 
 @dataclass(frozen=True)

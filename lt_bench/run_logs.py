@@ -82,7 +82,7 @@ HPARAM_KEYS = (
     ("stage2.epochs", "stage2.epochs"), ("stage2.batch_size", "stage2.batch_size"),
     ("activations.gumbel.clamp", "gumbel.clamp"), ("activations.gumbel.temperature", "gumbel.temperature"),
     ("activations.gumbel.gradient", "gumbel.gradient"), ("eval.split", "eval.split"),
-    ("eval.select", "eval.select"), ("train.amp", "train.amp"),
+    ("eval.select", "eval.select"), ("train.amp", "train.amp"), ("train.compile", "train.compile"),
 )
 
 

@@ -93,9 +93,10 @@ class GracefulStop:
             return self.requested
         flag = torch.tensor([self.signum if self.requested else 0], device=self.ctx.device)
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        if flag.item():
-            self.requested, self.signum = True, int(flag.item())
-        return bool(flag.item())
+        signum = int(flag.item())          # one host sync per call
+        if signum:
+            self.requested, self.signum = True, signum
+        return bool(signum)
 
 
 def quiet_worker(worker_id: int) -> None:

@@ -43,7 +43,7 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def _check_classification(cfg: DictConfig) -> None:
-    from lt_bench.registries import ACTIVATIONS, AMP_MODES, DATASETS, TRANSFORMS
+    from lt_bench.registries import ACTIVATIONS, AMP_MODES, DATASETS, IMAGE_DECODERS, TRANSFORMS
     one_of("stage", str(cfg.stage), STAGES)
     DATASETS.check(cfg.task.dataset)
     TRANSFORMS.check(cfg.task.transform)
@@ -73,8 +73,21 @@ def _check_classification(cfg: DictConfig) -> None:
     _check_stage1(cfg.stage1, str(cfg.stage))
     _check_stage2(cfg.stage2, cfg.task)
     AMP_MODES.check(cfg.train.amp)
+    IMAGE_DECODERS.check(cfg.data.get("decoder", "pil"))
+    _check_compile(cfg.train)
     if str(cfg.stage) == "2" and not cfg.stage1.checkpoint:
         raise ConfigError("stage=2 retrains the classifier of a stage-1 model: pass stage1.checkpoint=PATH")
+
+
+def _check_compile(train: DictConfig) -> None:
+    if not isinstance(train.get("compile", False), bool):
+        raise ConfigError(f"train.compile must be true or false, got {train.compile!r}")
+    if train.get("compile"):
+        import torch
+        backends = torch._dynamo.list_backends(exclude_tags=())
+        if train.compile_backend not in backends:
+            raise ConfigError(f"train.compile_backend={train.compile_backend!r} is not a torch.compile backend "
+                              f"(choose from {', '.join(sorted(backends))})")
 
 
 def _check_recipe(stage: str, recipe: DictConfig) -> None:

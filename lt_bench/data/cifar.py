@@ -11,7 +11,7 @@ from torchvision import datasets
 
 from lt_bench.data.bundle import DATASETS, DataBundle, DatasetBuilder
 from lt_bench.data.long_tail import SubsetView, class_counts, long_tail_counts, long_tail_indices
-from lt_bench.data.split_file import UNREADABLE_IMAGE, load_rgb
+from lt_bench.data.decoders import UNREADABLE_IMAGE, load_rgb
 from lt_bench.data.transforms import build_transform
 from lt_bench.errors import ConfigError, DataError
 from lt_bench.fileio import file_digest

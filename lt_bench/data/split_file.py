@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from PIL import Image
 from torch.utils.data import Dataset
 
+from lt_bench.data.decoders import UNREADABLE_IMAGE, image_decoder, load_rgb
 from lt_bench.errors import DataError
 from lt_bench.progress import progress_bar
 from lt_bench.run_folder import SPLITS_DIR
@@ -158,15 +158,6 @@ def load_manifest(path: str | os.PathLike = MANIFEST) -> dict[str, dict]:
     return {entry["name"]: entry for entry in json.loads(Path(path).read_text())["files"]}
 
 
-# what PIL raises for a missing, truncated or malformed image file (a decompression bomb too)
-UNREADABLE_IMAGE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
-
-
-def load_rgb(path: Path) -> Image.Image:
-    with Image.open(path) as image:
-        return image.convert("RGB")   # decodes the whole image: truncation shows here
-
-
 def image_problem(root: Path, split_file: str | os.PathLike, entry: SplitEntry) -> Problem | None:
     """None if the listed image exists and decodes, else what is wrong with it."""
     try:
@@ -189,11 +180,14 @@ def scan_images(root: Path, split_file: str | os.PathLike, entries: Iterable[Spl
 
 
 class SplitFileDataset(Dataset):
-    """Images listed in a split file, under ``root``, as PIL RGB images with their labels."""
+    """Images listed in a split file, under ``root``, with their labels; ``decoder`` (a
+    ``data.decoder`` name) makes them PIL RGB images or uint8 tensors."""
 
-    def __init__(self, root: str | os.PathLike, split_file: str | os.PathLike, entries: list[SplitEntry]):
+    def __init__(self, root: str | os.PathLike, split_file: str | os.PathLike, entries: list[SplitEntry],
+                 decoder: str = "pil"):
         self.root, self.split_file, self.entries = Path(root), Path(split_file), entries
         self.targets = [e.label for e in entries]
+        self.decode = image_decoder(decoder)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -201,7 +195,7 @@ class SplitFileDataset(Dataset):
     def __getitem__(self, i: int):
         entry = self.entries[i]
         try:
-            image = load_rgb(self.root / entry.path)
+            image = self.decode(self.root / entry.path)
         except UNREADABLE_IMAGE as err:
             raise DataError(f"{self.split_file}:{entry.line}: cannot read image {self.root / entry.path}: {err} "
                             "(data.skip_bad=true skips unreadable images and lists them in the records)") from err

@@ -46,7 +46,7 @@ def _load_split(cfg, split: str, ctx, scan: bool = True) -> tuple[SplitFileDatas
         if problems:
             log.warning("data.skip_bad: %d unreadable image(s) in %s skipped (listed in the records)",
                         len(problems), path)
-    return SplitFileDataset(root, path, entries), skipped
+    return SplitFileDataset(root, path, entries, decoder=str(cfg.data.get("decoder", "pil"))), skipped
 
 
 def build_split_file_lt(cfg, ctx=None) -> DataBundle:

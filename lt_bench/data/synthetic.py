@@ -80,3 +80,53 @@ def write_cifar(root: Path, variant: str, train_per_class: int, test_per_class: 
                                 "coarse_labels": (test_labels // 5).tolist()})
         _dump(folder / "meta", {"fine_label_names": names, "coarse_label_names": names[:20]})
     return root
+
+
+# ImageNet's training images: most are 500 px on the long side (500x375, 500x333, 375x500...),
+# the rest spread from about 100 px to well over 1,000 px; the mean is about 469x387 (181k pixels).
+_COMMON_SIZES = ((500, 375), (500, 333), (375, 500), (500, 500), (333, 500), (500, 400))
+
+
+def imagenet_like_size(rng: np.random.Generator) -> tuple[int, int]:
+    """A (width, height) drawn from a mix like ImageNet's: 70 % common 500-px shapes, else a
+    short/long ratio in [0.6, 1] and a long side log-uniform from 120 to 1,200 px (mean pixel
+    count about 175k, near ImageNet's 181k)."""
+    if rng.random() < 0.7:
+        return _COMMON_SIZES[rng.integers(len(_COMMON_SIZES))]
+    long_side = int(np.exp(rng.uniform(np.log(120), np.log(1200))))
+    ratio = rng.uniform(0.6, 1.0)
+    short = max(32, int(long_side * ratio))
+    return (long_side, short) if rng.random() < 0.6 else (short, long_side)
+
+
+def natural_like_image(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
+    """Smooth colour fields, edges and fine noise: JPEG sizes like photographs' (about 100-150 KB
+    at 500x375, quality 90), not the tiny files of flat images or the huge ones of pure noise."""
+    coarse = rng.integers(0, 256, size=(max(2, height // 48), max(2, width // 48), 3)).astype(np.uint8)
+    image = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC), dtype=np.float32)
+    image += rng.normal(0, 12, size=(height, width, 3))
+    for _ in range(6):                                   # a few sharp-edged shapes
+        x0, y0 = rng.integers(0, width), rng.integers(0, height)
+        w, h = rng.integers(width // 10 + 1, width // 3 + 2), rng.integers(height // 10 + 1, height // 3 + 2)
+        image[y0:y0 + h, x0:x0 + w] = rng.integers(0, 256, size=3)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def write_imagenet_like(root: Path, n: int, num_classes: int = 10, seed: int = 0, quality: int = 90,
+                        prefix: str = "Sized_LT") -> tuple[Path, Path]:
+    """``n`` JPEGs of ImageNet's size distribution under root/images and a training split file
+    ``<prefix>_train.txt`` under root/splits listing them (labels round robin); returns
+    (splits_dir, image_root).  For input-pipeline benchmarks: decoding cost follows pixel count."""
+    rng = np.random.default_rng(seed)
+    splits_dir, images = root / "splits", root / "images"
+    splits_dir.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(n):
+        label = i % num_classes
+        rel = f"train/n{label:08d}/{i:06d}.JPEG"
+        (images / rel).parent.mkdir(parents=True, exist_ok=True)
+        width, height = imagenet_like_size(rng)
+        Image.fromarray(natural_like_image(width, height, rng)).save(images / rel, quality=quality)
+        lines.append(f"{rel} {label}\n")
+    (splits_dir / f"{prefix}_train.txt").write_text("".join(lines))
+    return splits_dir, images

@@ -79,7 +79,7 @@ class _Columns:
     category_id: np.ndarray
     score: np.ndarray
     bbox: np.ndarray | None          # [n, 4] xywh, when the results carry boxes
-    segmentation: list | None        # RLE (or polygon) per detection, when they carry masks
+    segmentation: Sequence | None    # RLE (or polygon) per detection, when they carry masks
 
 
 class FastLVISEval:
@@ -253,11 +253,11 @@ class FastLVISEval:
             return cols.bbox[pos, 2] * cols.bbox[pos, 3]
         if len(pos) == 0:
             return np.zeros(0)
-        rles = [cols.segmentation[i] for i in pos.tolist()]
         try:
-            # pycocotools 2.0.11's area() fails on lists of 256 or more under NumPy 2: chunks
-            return np.concatenate([mask_utils.area(rles[i:i + 255]) for i in range(0, len(rles), 255)]
-                                  ).astype(np.float64)
+            # pycocotools 2.0.11's area() fails on lists of 256 or more under NumPy 2: chunks (the
+            # masks of one chunk at a time, for columns that make them on demand)
+            return np.concatenate([mask_utils.area(_take(cols.segmentation, pos[i:i + 255]))
+                                   for i in range(0, len(pos), 255)]).astype(np.float64)
         except Exception as err:   # pycocotools raises plain Exception / TypeError
             raise DataError(f"detections without 'bbox' need compressed RLE masks ({err})") from None
 
@@ -317,8 +317,9 @@ class FastLVISEval:
             if cols.bbox is not None:
                 boxes = cols.bbox[pos]
             else:        # LVISResults: ann["bbox"] = toBbox(segmentation)
-                boxes = np.asarray(mask_utils.toBbox([cols.segmentation[i] for i in pos.tolist()]),
-                                   dtype=np.float64).reshape(-1, 4)
+                boxes = np.concatenate([np.asarray(mask_utils.toBbox(_take(cols.segmentation, pos[i:i + 4096])),
+                                                   dtype=np.float64).reshape(-1, 4)
+                                        for i in range(0, len(pos), 4096)] or [np.zeros((0, 4))])
             return lambda s, e, image: boxes[s:e]
         positions = pos.tolist()
 
@@ -465,18 +466,26 @@ def _to_rle(segm: Any, img: Mapping) -> dict:
     return segm
 
 
+def _take(masks: Sequence, pos: np.ndarray) -> list:
+    """``[masks[i] for i in pos]``; a column that makes its masks on demand
+    (``results_file.MaskColumn``) makes only these."""
+    take = getattr(masks, "take", None)
+    return take(pos) if callable(take) and not isinstance(masks, np.ndarray) else [masks[i] for i in pos.tolist()]
+
+
 def _columns(detections: Any, need_masks: bool) -> _Columns:
     """Result dicts (image_id, category_id, score, bbox and/or segmentation) or a dict of
-    columns with those keys (bbox as an [n, 4] array, segmentation as a list).  Masks are only
+    columns with those keys (bbox as an [n, 4] array, segmentation as a sequence: a list, or
+    ``results_file.MaskColumn``, which makes a mask's dict only when asked).  Masks are only
     kept where they are used (segm, or areas of results without boxes)."""
     if isinstance(detections, Mapping):
         n = len(detections["score"])
-        bbox = detections.get("bbox")
+        bbox, segm = detections.get("bbox"), detections.get("segmentation")
         cols = _Columns(np.asarray(detections["image_id"], dtype=np.int64).reshape(n),
                         np.asarray(detections["category_id"], dtype=np.int64).reshape(n),
                         np.asarray(detections["score"], dtype=np.float64).reshape(n),
                         None if bbox is None else np.asarray(bbox, dtype=np.float64).reshape(n, 4),
-                        None if detections.get("segmentation") is None else list(detections["segmentation"]))
+                        None if segm is None else segm if isinstance(segm, Sequence) else list(segm))
     else:
         detections = list(detections)
         n = len(detections)
@@ -512,7 +521,7 @@ def _columns(detections: Any, need_masks: bool) -> _Columns:
         raise DataError(f"detection #{int(np.flatnonzero(~np.isfinite(cols.score))[0])} has a non-finite score")
     if cols.bbox is None and cols.segmentation is None and n:
         raise DataError("detections need 'bbox' or 'segmentation'")
-    if cols.segmentation is not None and any(s is None for s in cols.segmentation) and cols.bbox is None:
+    if cols.segmentation is not None and cols.bbox is None and None in cols.segmentation:
         raise DataError(f"detection #{cols.segmentation.index(None)} has neither 'bbox' nor 'segmentation'")
     return cols
 

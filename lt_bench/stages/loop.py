@@ -66,6 +66,8 @@ class TrainOptions:
     resume: bool = False
     eval_every: int = 0
     eval_split: str = "test"                    # the split EvalHook's metrics are of (eval.split)
+    compile: bool = False                       # train.compile: torch.compile the trained module
+    compile_backend: str = "inductor"
     run_log: RunLog | None = None               # rank 0's metrics.csv and trackers; None: TensorBoard
                                                 # curves in the job's log_dir only
 
@@ -133,6 +135,11 @@ class Trainer:
         self.precision = AMP_MODES.build(opts.amp)
         self.net = (DistributedDataParallel(job.trainable, device_ids=[ctx.device] if ctx.device.type == "cuda"
                                             else None) if ctx.is_distributed else job.trainable)
+        self.frozen = job.frozen
+        if opts.compile:        # the modules stay job.model's own: checkpoints hold the plain state dict
+            self.net = torch.compile(self.net, backend=opts.compile_backend)
+            if self.frozen is not None:
+                self.frozen = torch.compile(self.frozen, backend=opts.compile_backend)
         self.optimizer = build_optimizer([p for p in job.trainable.parameters() if p.requires_grad], recipe)
         self.sampler = build_sampler(job.sampler, job.dataset.targets, world_size=ctx.world_size, rank=ctx.rank,
                                      seed=opts.seed)
@@ -246,7 +253,7 @@ class Trainer:
                 totals += torch.stack([loss.detach().double() * n, (logits.argmax(1) == labels).sum().double(),
                                        torch.tensor(float(n), dtype=torch.float64, device=device),
                                        torch.zeros((), dtype=torch.float64, device=device)])
-                if step % 20 == 1:
+                if step % 20 == 1 and not bar.disable:      # no host sync when nothing is shown
                     bar.set_postfix(loss=f"{loss.item():.4f}")
             failpoint(f"{job.name}.step:{epoch + 1}:{step}")
             if self.stop.agreed() and step < first_step + len(loader):
@@ -270,9 +277,9 @@ class Trainer:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         dtype = self.precision.dtype
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            if job.frozen is not None:
+            if self.frozen is not None:
                 with torch.no_grad():
-                    inputs = job.frozen(inputs)
+                    inputs = self.frozen(inputs)
             logits = self.net(inputs)
         loss = job.loss_fn(logits, labels)   # activations compute losses in float32
         if _all_finite(loss, self.ctx, opts.skip_nonfinite):

@@ -1,0 +1,323 @@
+"""A detection results file (the LVIS/COCO results format) read into columns, not dicts.
+
+The file is a JSON array of objects with ``image_id``, ``category_id``, ``score`` and ``bbox``
+``[x, y, w, h]`` and/or ``segmentation`` (compressed RLE ``{"size": [h, w], "counts": "..."}``;
+polygons and uncompressed RLE as lvis-api accepts them).  ``json.load`` of LVIS v1 val's 5.9
+million detections makes as many dicts (3.5 GiB for boxes, 5.9 GiB for masks); here msgspec
+does the parsing in two passes over the file's bytes:
+
+1. the array into ``msgspec.Raw`` elements (each a view of the file's bytes: the JSON is
+   checked and split, nothing is converted);
+2. batches of elements decoded into typed structs, turned into numpy columns and let go.
+
+So the Python objects alive at any moment are one batch's.  Masks stay compact: every
+compressed RLE's counts in one bytes buffer with offsets (``MaskColumn``), a dict made only for
+the detections the evaluator looks at.  Every JSON detail (key order, whitespace, extra keys,
+exponents, string escapes, integer scores) is msgspec's, which follows the JSON standard;
+numbers outside float64 and the non-standard ``NaN``/``Infinity`` are errors.  Every problem is
+a ``DataError`` naming the file and the detection (its index in the array) or the byte.
+"""
+from __future__ import annotations
+
+import codecs
+import re
+from collections.abc import Iterator, Sequence
+from itertools import chain
+from operator import attrgetter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lt_bench.errors import DataError
+
+BATCH = 16_384                   # detections decoded into Python objects at a time
+_INDEX = re.compile(r"\$\[(\d+)\]")
+
+
+def _types(need_masks: bool):
+    """The structs for one reading: masks that are not needed are only checked to be JSON
+    (kept as raw views, no objects made from their counts)."""
+    import msgspec
+    from msgspec import UNSET, UnsetType
+
+    class RLE(msgspec.Struct, gc=False):
+        size: tuple[int, int]                      # [height, width]
+        counts: str | list[int]                    # compressed (str) or uncompressed RLE
+
+    fields: list[tuple] = [("image_id", int), ("category_id", int), ("score", float)]
+    fields.append(("bbox", tuple[float, float, float, float] | UnsetType, UNSET))
+    fields.append(("segmentation", RLE | list[list[float]] | UnsetType, UNSET) if need_masks
+                  else ("segmentation", msgspec.Raw | UnsetType, UNSET))
+    return msgspec.defstruct("Detection", fields, gc=False), RLE
+
+
+class MaskColumn(Sequence):
+    """The detections' masks: compressed RLEs as one bytes buffer + offsets and their sizes;
+    polygons, uncompressed RLEs and missing masks (None) kept as they are, by index.
+    ``column[i]`` is what the file held (``counts`` as bytes, which pycocotools takes)."""
+
+    def __init__(self, sizes: np.ndarray, buffer: bytes | bytearray, offsets: np.ndarray, other: dict[int, Any]):
+        self.sizes, self.buffer, self.offsets, self.other = sizes, buffer, offsets, other
+        self._view = memoryview(buffer)
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def __getitem__(self, i: int) -> Any:
+        i = range(len(self))[i]          # the index checks (and negative indices) of a list
+        if i in self.other:
+            return self.other[i]
+        h, w = self.sizes[i].tolist()
+        return {"size": [h, w], "counts": self._view[int(self.offsets[i]):int(self.offsets[i + 1])].tobytes()}
+
+    def take(self, positions: Sequence[int] | np.ndarray) -> list:
+        """``[column[i] for i in positions]``, vectorised."""
+        positions = np.asarray(positions, dtype=np.int64).reshape(-1)
+        if len(positions) and not (-len(self) <= positions.min() and positions.max() < len(self)):
+            raise IndexError(f"positions out of range for {len(self)} masks")
+        positions = positions % max(len(self), 1)
+        starts, ends = self.offsets[positions].tolist(), self.offsets[positions + 1].tolist()
+        view, other = self._view, self.other
+        out = [{"size": size, "counts": view[s:e].tobytes()}
+               for size, s, e in zip(self.sizes[positions].tolist(), starts, ends)]
+        if other:
+            for j, i in enumerate(positions.tolist()):
+                if i in other:
+                    out[j] = other[i]
+        return out
+
+    def __iter__(self) -> Iterator:
+        for s in range(0, len(self), BATCH):
+            yield from self.take(np.arange(s, min(s + BATCH, len(self))))
+
+    def __contains__(self, value: Any) -> bool:
+        if value is None:
+            return any(v is None for v in self.other.values())
+        return super().__contains__(value)
+
+    def index(self, value: Any, start: int = 0, stop: int | None = None) -> int:
+        if value is None:
+            stop = len(self) if stop is None else stop
+            found = [i for i, v in self.other.items() if v is None and start <= i < stop]
+            if found:
+                return min(found)
+            raise ValueError("None is not in the column")
+        return super().index(value, start, stop)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.buffer) + self.offsets.nbytes + self.sizes.nbytes
+
+
+class _Batches:
+    """Columns gathered batch by batch."""
+
+    def __init__(self, need_masks: bool, source: str):
+        self.need_masks, self.source = need_masks, source
+        self.with_bbox: bool | None = None           # the first detection decides (lvis-api's rule)
+        self.masks_in_file = False
+        self.image_id: list = []
+        self.category_id: list = []
+        self.score: list = []
+        self.bbox: list = []
+        self.sizes: list = []
+        self.counts = bytearray()          # grows in place: no second copy at the end
+        self.lengths: list = []
+        self.other: dict[int, Any] = {}
+
+    def add(self, dets: list, first: int, rle_type: type) -> None:
+        from msgspec import UNSET
+        n = len(dets)
+        self.image_id.append(_int_column(dets, "image_id", first, self.source))
+        self.category_id.append(_int_column(dets, "category_id", first, self.source))
+        self.score.append(np.fromiter(map(attrgetter("score"), dets), np.float64, n))
+        boxes = list(map(attrgetter("bbox"), dets))
+        if self.with_bbox is None:
+            self.with_bbox = boxes[0] is not UNSET
+        without = boxes.count(UNSET)
+        if without not in (0, n) or (without == 0) != self.with_bbox:
+            j = next(j for j, b in enumerate(boxes) if (b is UNSET) == self.with_bbox)
+            has, lacks = (0, first + j) if self.with_bbox else (first + j, 0)
+            raise DataError(f"{self.source}: detection #{lacks} has no 'bbox' but detection #{has} has: "
+                            "all detections or none (lvis-api's rule)")
+        if self.with_bbox:
+            self.bbox.append(np.fromiter(chain.from_iterable(boxes), np.float64, 4 * n).reshape(n, 4))
+        segms = list(map(attrgetter("segmentation"), dets))
+        self.masks_in_file = self.masks_in_file or segms.count(UNSET) < n
+        if self.need_masks:
+            self._add_masks(segms, first, rle_type)
+
+    def _add_masks(self, segms: list, first: int, rle_type: type) -> None:
+        from msgspec import UNSET
+        n = len(segms)
+        try:          # the usual file: every mask a compressed RLE
+            counts = [s.counts for s in segms]
+            text = "".join(counts)
+            sizes = np.fromiter(chain.from_iterable(s.size for s in segms), np.int64, 2 * n).reshape(n, 2)
+        except (AttributeError, TypeError):     # polygons, uncompressed RLE or no mask, somewhere
+            counts, sizes = [], np.zeros((n, 2), np.int64)
+            for j, s in enumerate(segms):
+                if isinstance(s, rle_type) and isinstance(s.counts, str):
+                    counts.append(s.counts)
+                    sizes[j] = s.size
+                else:
+                    counts.append("")
+                    self.other[first + j] = (None if s is UNSET else s if isinstance(s, list)
+                                             else {"size": list(s.size), "counts": s.counts})
+            text = "".join(counts)
+        data = text.encode("utf-8")
+        if len(data) == len(text):       # ASCII (as RLE counts are): characters are bytes
+            lengths = np.fromiter(map(len, counts), np.int64, n)
+        else:
+            lengths = np.fromiter((len(c.encode("utf-8")) for c in counts), np.int64, n)
+        self.sizes.append(sizes)
+        self.counts += data
+        self.lengths.append(lengths)
+
+    def columns(self) -> dict[str, Any]:
+        def cat(parts: list, dtype, shape=(0,)) -> np.ndarray:
+            return np.concatenate(parts) if parts else np.zeros(shape, dtype)
+        out: dict[str, Any] = {"image_id": cat(self.image_id, np.int64), "category_id": cat(self.category_id, np.int64),
+                               "score": cat(self.score, np.float64),
+                               "bbox": cat(self.bbox, np.float64, (0, 4)) if self.with_bbox else None,
+                               "segmentation": None, "masks_in_file": self.masks_in_file}
+        if self.need_masks and self.masks_in_file:
+            offsets = np.zeros(len(out["score"]) + 1, np.int64)
+            np.cumsum(cat(self.lengths, np.int64), out=offsets[1:])
+            out["segmentation"] = MaskColumn(cat(self.sizes, np.int64, (0, 2)), self.counts, offsets, self.other)
+        return out
+
+
+def _int_column(dets: list, field: str, first: int, source: str) -> np.ndarray:
+    try:
+        return np.fromiter(map(attrgetter(field), dets), np.int64, len(dets))
+    except OverflowError:
+        bad = next(j for j, d in enumerate(dets) if not -2 ** 63 <= getattr(d, field) < 2 ** 63)
+        raise DataError(f"{source}: detection #{first + bad}: {field} {getattr(dets[bad], field)} is out of "
+                        "range (64-bit integers)") from None
+
+
+MASKS = ("read", "skip", "auto")
+
+
+def read_results(path: str | Path, masks: str = "read", batch: int = BATCH) -> dict[str, Any]:
+    """The columns of a results file: ``image_id``, ``category_id`` (int64), ``score``
+    (float64), ``bbox`` ([n, 4] float64, or None when the detections have none),
+    ``segmentation`` (a ``MaskColumn``, or None when they have none or the masks are not
+    read) and ``masks_in_file`` (whether any detection has a mask).  ``FastLVISEval.evaluate``
+    takes this dict as it is.
+
+    ``masks``: ``read`` them; ``skip`` them (only checked to be JSON) unless the detections
+    have no boxes, whose box evaluation needs them; ``auto``: read them when the first
+    detection has one or has no box.  As lvis-api requires, either every detection has
+    ``bbox`` or none has."""
+    source = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise DataError(f"cannot read the results file {source}: {err.strerror or err}") from None
+    return parse_results(data, source, masks, batch)
+
+
+def parse_results(data: bytes, source: str = "the results", masks: str = "read",
+                  batch: int = BATCH) -> dict[str, Any]:
+    """``read_results`` on the file's bytes (``source`` names it in errors)."""
+    import msgspec
+    if masks not in MASKS:
+        raise ValueError(f"masks must be one of {MASKS}, not {masks!r}")
+    if not data.strip():
+        raise DataError(f"{source}: empty, not a JSON array of detections")
+    _check_utf8(data, source)
+    try:
+        elements = msgspec.json.decode(data, type=list[msgspec.Raw])
+    except msgspec.ValidationError as err:
+        raise DataError(f"{source}: not a JSON array of detections ({err})") from None
+    except msgspec.DecodeError as err:
+        raise DataError(f"{source}: not valid JSON: {_reason(err, len(data))}") from None
+    need_masks = masks == "read"
+    if masks != "read" and elements:       # the first detection speaks for all (lvis-api's rule)
+        first = _keys(elements[0])
+        need_masks = "bbox" not in first or (masks == "auto" and "segmentation" in first)
+    det_type, rle_type = _types(need_masks)
+    decoder = msgspec.json.Decoder(list[det_type])
+    out = _Batches(need_masks, source)
+    for first in range(0, len(elements), batch):
+        chunk = b"[" + b",".join(elements[first:first + batch]) + b"]"
+        try:
+            dets = decoder.decode(chunk)
+        except (msgspec.ValidationError, msgspec.DecodeError) as err:
+            raise DataError(_detection_error(err, first, source)) from None
+        out.add(dets, first, rle_type)
+        del dets
+    del elements
+    return out.columns()
+
+
+def read_annotations(path: str | Path) -> dict:
+    """An LVIS annotation file as json.load gives it (msgspec, which checks the UTF-8 of every
+    string it makes, with the garbage collector paused: it would otherwise walk the millions of
+    new lists and dicts again and again)."""
+    import gc
+
+    import msgspec
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise DataError(f"cannot read the LVIS annotations {path}: {err.strerror or err}") from None
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        dataset = msgspec.json.decode(data)
+    except msgspec.DecodeError as err:
+        raise DataError(f"cannot read the LVIS annotations {path}: not valid JSON: {_reason(err, len(data))}") from None
+    finally:
+        if enabled:
+            gc.enable()
+    if not isinstance(dataset, dict):
+        raise DataError(f"the LVIS annotations {path}: not a JSON object with images, annotations and categories")
+    return dataset
+
+
+def _keys(element: Any) -> set:
+    """The keys of one detection (none when it is not an object: its decoding says why)."""
+    import msgspec
+    try:
+        return set(msgspec.json.decode(element, type=dict))
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return set()
+
+
+def _check_utf8(data: bytes, source: str) -> None:
+    """json.load reads text: a file that is not UTF-8 is an error here too (msgspec alone does
+    not look inside strings it skips)."""
+    if data.isascii():
+        return
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    step = 1 << 24
+    for at in range(0, len(data), step):
+        try:
+            decoder.decode(data[at:at + step], final=at + step >= len(data))
+        except UnicodeDecodeError as err:
+            raise DataError(f"{source}: not UTF-8 text at byte {at + err.start}") from None
+
+
+def _reason(err: Exception, size: int | None = None) -> str:
+    text = str(err)
+    if text == "Input data was truncated":
+        return "truncated: it ends inside a value" + (f" (at byte {size})" if size is not None else "")
+    return text
+
+
+def _detection_error(err: Exception, first: int, source: str) -> str:
+    """msgspec's message with the detection's index in the whole file (``$[12].score`` in the
+    batch -> detection #first+12, field score)."""
+    text = str(err)
+    found = _INDEX.search(text)
+    if not found:
+        return f"{source}: detections #{first}.. are not valid: {text}"
+    index = first + int(found.group(1))
+    field = text[found.end():].lstrip(".")
+    what, _, _ = text.partition(" - at ")
+    where = f", {field.rstrip('`')}" if field.rstrip("`") else ""
+    return f"{source}: detection #{index}{where}: {what}"

@@ -1,0 +1,259 @@
+"""The results-file reader against json.load: the same columns whatever the JSON's layout (key
+order, whitespace, extra keys, exponents, escapes, integer scores, an empty array), the masks
+kept compact but given back as the file had them, and a DataError naming the file and the
+detection (or byte) for each malformed or wrongly typed file."""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+pytest.importorskip("msgspec", reason="the detection extra is not installed (make det)")
+from pycocotools import mask as mask_utils  # noqa: E402
+
+from lt_bench.detection.results_file import MaskColumn, parse_results, read_results  # noqa: E402
+from lt_bench.errors import DataError  # noqa: E402
+
+
+def detections(n: int, seed: int, boxes: bool = True, masks: bool = True) -> list[dict]:
+    """Random detections; masks are real compressed RLEs (their counts use the characters
+    48..111, backslash among them)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        h, w = int(rng.integers(20, 90)), int(rng.integers(20, 90))
+        x, y = rng.uniform(0, w / 2), rng.uniform(0, h / 2)
+        bw, bh = rng.uniform(1, w - x), rng.uniform(1, h - y)
+        d = {"image_id": int(rng.integers(1, 10 ** 6)), "category_id": int(rng.integers(1, 1204)),
+             "score": float(rng.random()) if rng.random() < 0.8 else int(rng.integers(0, 2))}
+        if boxes:
+            d["bbox"] = [float(v) for v in (x, y, bw, bh)]
+        if masks:
+            k = int(rng.integers(3, 12))
+            t = np.sort(rng.uniform(0, 2 * np.pi, k))
+            poly = np.stack([x + bw / 2 * (1 + np.cos(t)), y + bh / 2 * (1 + np.sin(t))], 1).ravel().tolist()
+            rle = mask_utils.frPyObjects([poly], h, w)[0]
+            d["segmentation"] = {"size": [h, w], "counts": rle["counts"].decode()}
+        out.append(d)
+    return out
+
+
+def assert_columns_equal(columns: dict, reference: list[dict]) -> None:
+    """The reader's columns hold exactly what json.load gives."""
+    n = len(reference)
+    assert len(columns["score"]) == n
+    np.testing.assert_array_equal(columns["image_id"], np.array([d["image_id"] for d in reference], np.int64))
+    np.testing.assert_array_equal(columns["category_id"], np.array([d["category_id"] for d in reference], np.int64))
+    assert columns["score"].tolist() == [float(d["score"]) for d in reference]
+    if n and "bbox" in reference[0]:
+        assert columns["bbox"].tolist() == [[float(v) for v in d["bbox"]] for d in reference]
+    else:
+        assert columns["bbox"] is None
+    masks = columns["segmentation"]
+    if any("segmentation" in d for d in reference):
+        assert isinstance(masks, MaskColumn) and len(masks) == n
+        expected = [_as_read(d.get("segmentation")) for d in reference]
+        assert [masks[i] for i in range(n)] == expected
+        assert masks.take(np.arange(n)[::-1]) == expected[::-1]
+        assert masks.take([-1, 0]) == [expected[-1], expected[0]] and masks.take([]) == []
+        assert list(masks) == expected
+    else:
+        assert masks is None
+
+
+def _as_read(segm):
+    """A mask as the column gives it back: compressed counts as bytes, anything else as is."""
+    if isinstance(segm, dict) and isinstance(segm["counts"], str):
+        return {"size": segm["size"], "counts": segm["counts"].encode()}
+    return segm
+
+
+def write(tmp_path, text: str | bytes, name: str = "dt.json"):
+    path = tmp_path / name
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    return path
+
+
+def read_both(path, **kwargs):
+    return read_results(path, **kwargs), json.loads(path.read_bytes())
+
+
+# ---- the same columns as json.load ------------------------------------------------------------
+def test_the_counts_have_escapes():
+    """The generated masks exercise the JSON escape of '\\' (counts hold it as a character)."""
+    text = json.dumps(detections(200, 0))
+    assert "\\\\" in text
+
+
+@pytest.mark.parametrize("indent", [None, 2, "\t"])
+def test_plain_and_indented(tmp_path, indent):
+    reference = detections(300, 1)
+    columns, loaded = read_both(write(tmp_path, json.dumps(reference, indent=indent)))
+    assert loaded == reference
+    assert_columns_equal(columns, reference)
+
+
+def test_shuffled_keys_extra_keys_and_odd_whitespace(tmp_path):
+    rng = np.random.default_rng(2)
+    reference = detections(400, 2)
+    parts = []
+    for d in reference:
+        d = dict(d)
+        d["extra"] = {"score": "not this one", "bbox": [1, 2], "image_id": None, "s": "é \" \\ \u2603"}
+        d["list"] = [{"category_id": 5}, [], "x"]
+        items = list(d.items())
+        rng.shuffle(items)
+        sep = ["", " ", "\n", "\t", "\r\n  "][int(rng.integers(5))]
+        parts.append("{" + sep + ("," + sep).join(f"{json.dumps(k)}{sep}:{sep}{json.dumps(v)}" for k, v in items) + sep + "}")
+    text = " \n[\n" + " ,\n\t".join(parts) + "\n]\n "
+    columns, loaded = read_both(write(tmp_path, text))
+    assert_columns_equal(columns, loaded)
+    assert columns["score"].tolist() == [float(d["score"]) for d in reference]
+
+
+def test_exponent_and_integer_numbers(tmp_path):
+    reference = detections(300, 3, masks=False)
+    formats = ["{:.17e}", "{:.17E}", "{!r}", "{:.6g}", "{:.0f}"]
+    parts = []
+    for i, d in enumerate(reference):
+        f = formats[i % len(formats)]
+        box = ", ".join(f.format(v) for v in d["bbox"])
+        score = f.format(float(d["score"])) if i % 7 else str(int(d["score"] > 0.5))     # some integer scores
+        parts.append(f'{{"image_id": {d["image_id"]}, "category_id": {d["category_id"]}, '
+                     f'"bbox": [{box}], "score": {score}}}')
+    text = "[" + ",".join(parts) + "]"
+    assert re.search(r"\d[eE][-+]\d", text) and re.search(r'"score": [01][,}]', text)
+    columns, loaded = read_both(write(tmp_path, text))
+    assert_columns_equal(columns, loaded)
+
+
+def test_escaped_characters_in_counts(tmp_path):
+    """\\\\, \\/ and \\u escapes in a counts string are JSON's, decoded as json decodes them."""
+    text = ('[{"image_id": 1, "category_id": 2, "score": 0.5, "segmentation": '
+            '{"size": [4, 4], "counts": "0\\\\1\\/2\\u00413"}},'
+            ' {"image_id": 1, "category_id": 2, "score": 0.25, "segmentation": {"counts": "\\\\\\\\", "size": [1, 2]}}]')
+    columns, loaded = read_both(write(tmp_path, text))
+    assert loaded[0]["segmentation"]["counts"] == "0\\1/2A3"
+    assert_columns_equal(columns, loaded)
+    assert columns["segmentation"][1]["counts"] == b"\\\\"
+
+
+def test_polygons_uncompressed_rle_and_missing_masks_as_the_file_has_them(tmp_path):
+    reference = detections(50, 4)
+    reference[3]["segmentation"] = [[1.0, 1.0, 5.0, 1.0, 5.0, 5.0]]
+    reference[7]["segmentation"] = {"size": [3, 2], "counts": [1, 4, 1]}
+    del reference[9]["segmentation"]
+    columns, loaded = read_both(write(tmp_path, json.dumps(reference)))
+    assert_columns_equal(columns, loaded)
+    masks = columns["segmentation"]
+    assert masks[9] is None and None in masks and masks.index(None) == 9
+    assert masks[-1] == masks[49]
+    with pytest.raises(IndexError):
+        masks[50]
+
+
+def test_batches_join_up(tmp_path):
+    """Decoded a few at a time (batch=7), the columns are the same, and so are the errors' indices."""
+    reference = detections(100, 5)
+    path = write(tmp_path, json.dumps(reference))
+    assert_columns_equal(read_results(path, batch=7), reference)
+    reference[45]["score"] = "high"
+    with pytest.raises(DataError, match=r"detection #45, score: Expected `float`, got `str`"):
+        read_results(write(tmp_path, json.dumps(reference)), batch=7)
+
+
+@pytest.mark.parametrize("text", ["[]", " [ \n ] \n"])
+def test_an_empty_array(tmp_path, text):
+    columns = read_results(write(tmp_path, text))
+    assert len(columns["score"]) == 0 and columns["image_id"].dtype == np.int64
+    assert columns["bbox"] is None and columns["segmentation"] is None
+
+
+def test_masks_read_skipped_or_as_the_first_detection_says(tmp_path):
+    both = write(tmp_path, json.dumps(detections(20, 6)), "both.json")
+    masks_only = write(tmp_path, json.dumps(detections(20, 6, boxes=False)), "masks.json")
+    boxes_only = write(tmp_path, json.dumps(detections(20, 6, masks=False)), "boxes.json")
+    skipped = read_results(both, masks="skip")
+    assert skipped["segmentation"] is None and skipped["masks_in_file"] and skipped["bbox"] is not None
+    assert read_results(both, masks="auto")["segmentation"] is not None
+    assert read_results(masks_only, masks="skip")["segmentation"] is not None      # the boxes need them
+    auto = read_results(boxes_only, masks="auto")
+    assert auto["segmentation"] is None and not auto["masks_in_file"]
+    assert read_results(boxes_only, masks="read")["segmentation"] is None
+
+
+def test_non_ascii_text_elsewhere_is_fine(tmp_path):
+    reference = detections(10, 7)
+    reference[4]["note"] = "päivää ☃"
+    columns, loaded = read_both(write(tmp_path, json.dumps(reference, ensure_ascii=False)))
+    assert_columns_equal(columns, loaded)
+
+
+# ---- errors: DataError naming the file and the detection or byte ------------------------------
+GOOD = '{"image_id": 1, "category_id": 2, "score": 0.5, "bbox": [1, 2, 3, 4]}'
+TRUNCATED = f"[{GOOD}, {GOOD[:30]}"
+DOUBLE_COMMA = f"[{GOOD},, {GOOD}]"
+TRAILING = f"[{GOOD}] ["
+NAN = f'[{GOOD.replace("0.5", "NaN")}]'
+
+
+@pytest.mark.parametrize("text,message", [
+    ('{"image_id": 1}', r"not a JSON array of detections \(Expected `array`, got `object`\)"),
+    ("", r"empty, not a JSON array"),
+    (TRUNCATED, rf"not valid JSON: truncated: it ends inside a value \(at byte {len(TRUNCATED)}\)"),
+    (DOUBLE_COMMA, rf"not valid JSON: JSON is malformed: invalid character \(byte {DOUBLE_COMMA.index(',,') + 1}\)"),
+    (TRAILING, r"not valid JSON: JSON is malformed: trailing characters \(byte \d+\)"),
+    (f'[{GOOD}, {{"image_id": 1, "category_id": 2, "bbox": [1, 2, 3, 4]}}]',
+     r"detection #1: Object missing required field `score`"),
+    (f'[{GOOD}, {GOOD}, {GOOD.replace("[1, 2, 3, 4]", "[1, 2, 3]")}]', r"detection #2, bbox: Expected `array` of length 4"),
+    (f'[{GOOD.replace("[1, 2, 3, 4]", "[1, 2, 3, 4, 5]")}]', r"detection #0, bbox: Expected `array` of length 4"),
+    (f'[{GOOD.replace("[1, 2, 3, 4]", "[1, 2, null, 4]")}]', r"detection #0, bbox\[2\]: Expected `float`, got `null`"),
+    (f'[{GOOD.replace("[1, 2, 3, 4]", "null")}]', r"detection #0, bbox: Expected `array`, got `null`"),
+    (f'[{GOOD}, {GOOD.replace("0.5", chr(34) + "0.5" + chr(34))}]', r"detection #1, score: Expected `float`, got `str`"),
+    (f'[{GOOD.replace("0.5", "true")}]', r"detection #0, score: Expected `float`, got `bool`"),
+    (NAN, rf"not valid JSON: JSON is malformed: invalid character \(byte {NAN.index('NaN')}\)"),
+    (f'[{GOOD.replace("0.5", "1e400")}]', r"detection #0, score: Number out of range"),
+    (f'[{GOOD.replace(": 1,", ": 1.5,", 1)}]', r"detection #0, image_id: Expected `int`, got `float`"),
+    (f'[{GOOD.replace(": 1,", ": 9223372036854775808,", 1)}]', r"detection #0: image_id 9223372036854775808 is out of range"),
+    (f'[{GOOD}, 7]', r"detection #1: Expected `object`, got `int`"),
+    (f'[{GOOD}, {GOOD}, {{"image_id": 1, "category_id": 2, "score": 0.5}}]',
+     r"detection #2 has no 'bbox' but detection #0 has"),
+    ('[{"image_id": 1, "category_id": 2, "score": 0.5}, ' + GOOD + "]", r"detection #0 has no 'bbox' but detection #1 has"),
+    ('[{"image_id": 1, "category_id": 2, "score": 0.5, "segmentation": {"size": [4], "counts": "ab"}}]',
+     r"detection #0, segmentation.size: Expected `array` of length 2"),
+    ('[{"image_id": 1, "category_id": 2, "score": 0.5, "segmentation": "ab"}]',
+     r"detection #0, segmentation: Expected `object \| array`, got `str`"),
+])
+def test_malformed_files_are_data_errors_naming_file_and_place(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(DataError, match=re.escape(str(path)) + ": " + message):
+        read_results(path)
+
+
+def test_json_rejects_what_is_rejected(tmp_path):
+    """The files above that are not JSON are not JSON for json.loads either (the ones that are
+    JSON have values lvis-api cannot evaluate)."""
+    for text in ("", TRUNCATED, DOUBLE_COMMA, TRAILING):
+        with pytest.raises(ValueError):
+            json.loads(text)
+
+
+def test_not_utf8_names_the_byte(tmp_path):
+    text = f'[{GOOD}, {{"note": "'.encode() + b"caf\xe9" + b'", ' + GOOD[1:].encode() + b"]"
+    path = write(tmp_path, text)
+    with pytest.raises(UnicodeDecodeError):
+        json.loads(text)
+    with pytest.raises(DataError, match=re.escape(str(path)) + r": not UTF-8 text at byte " + str(text.index(b"\xe9"))):
+        read_results(path)
+
+
+def test_a_missing_file(tmp_path):
+    with pytest.raises(DataError, match="cannot read the results file .*nothing.json"):
+        read_results(tmp_path / "nothing.json")
+
+
+def test_parse_results_names_its_source():
+    with pytest.raises(DataError, match=r"^my results: detection #0: Object missing required field `category_id`"):
+        parse_results(b'[{"image_id": 1, "score": 1}]', "my results")
