@@ -24,6 +24,7 @@ augmentations of the rest of that epoch are drawn anew).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -231,6 +232,8 @@ class Trainer:
         totals = torch.zeros(4, dtype=torch.float64, device=device)
         if partial is not None and ctx.is_main:
             totals += torch.tensor(partial["totals"], dtype=torch.float64, device=device)
+        sums = totals[:2]                            # a view: loss * n and correct, added per step
+        counts = [0, 0]                              # this rank's n and skipped steps, on the host
         first_step = partial["steps"] if partial else 0
         lr = self.optimizer.param_groups[0]["lr"]
         if partial is not None:     # the record's lr is the epoch's first, kept by the SIGTERM checkpoint
@@ -247,20 +250,22 @@ class Trainer:
             data_wait += time.perf_counter() - waiting_since
             loss, logits, labels = self._step(inputs, labels, epoch, step, first_step + len(loader))
             if loss is None:
-                totals[3] += 1             # a skipped non-finite step: no update, no lr step
+                counts[1] += 1             # a skipped non-finite step: no update, no lr step
             else:
-                n = labels.numel()
-                totals += torch.stack([loss.detach().double() * n, (logits.argmax(1) == labels).sum().double(),
-                                       torch.tensor(float(n), dtype=torch.float64, device=device),
-                                       torch.zeros((), dtype=torch.float64, device=device)])
+                n = labels.numel()         # host-side counts; two in-place adds on the device
+                counts[0] += n
+                sums[0].add_(loss.detach().double(), alpha=n)
+                sums[1].add_((logits.argmax(1) == labels).sum())
                 if step % 20 == 1 and not bar.disable:      # no host sync when nothing is shown
                     bar.set_postfix(loss=f"{loss.item():.4f}")
             failpoint(f"{job.name}.step:{epoch + 1}:{step}")
             if self.stop.agreed() and step < first_step + len(loader):
+                totals[2:] += torch.tensor(counts, dtype=torch.float64, device=device)
                 ctx.all_reduce_sum(totals)
                 raise _Preempted({"epoch": epoch, "steps": step, "totals": totals.tolist(), "rng": _rng_state(),
                                   "seconds": time.perf_counter() - start, "data_seconds": data_wait, "lr": lr})
             waiting_since = time.perf_counter()
+        totals[2:] += torch.tensor(counts, dtype=torch.float64, device=device)
         ctx.all_reduce_sum(totals)
         loss_sum, correct, seen, skipped = (float(v) for v in totals)
         return {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "train_top1": 100.0 * correct / max(seen, 1),
@@ -276,7 +281,7 @@ class Trainer:
         if opts.channels_last and inputs.dim() == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         dtype = self.precision.dtype
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        with (torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()):
             if self.frozen is not None:
                 with torch.no_grad():
                     inputs = self.frozen(inputs)
