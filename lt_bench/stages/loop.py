@@ -246,9 +246,13 @@ class Trainer:
         waiting_since = time.perf_counter()          # time spent waiting for the DataLoader
         bar = progress_bar(batches, opts.progress and ctx.is_main,
                            f"{job.name} epoch {epoch + 1}/{job.recipe.epochs}", total=len(loader))
+        self.watch = _NonFiniteWatch(device)
+        last_step = first_step + len(loader)
         for step, (inputs, labels) in enumerate(bar, start=first_step + 1):
             data_wait += time.perf_counter() - waiting_since
-            loss, logits, labels = self._step(inputs, labels, epoch, step, first_step + len(loader))
+            loss, logits, labels = self._step(inputs, labels, epoch, step, last_step)
+            if step % NONFINITE_CHECK_EVERY == 0:
+                self._check_finite(epoch, step, last_step)
             if loss is None:
                 counts[1] += 1             # a skipped non-finite step: no update, no lr step
             else:
@@ -259,18 +263,35 @@ class Trainer:
                 if step % 20 == 1 and not bar.disable:      # no host sync when nothing is shown
                     bar.set_postfix(loss=f"{loss.item():.4f}")
             failpoint(f"{job.name}.step:{epoch + 1}:{step}")
-            if self.stop.agreed() and step < first_step + len(loader):
+            if self.stop.agreed() and step < last_step:
+                self._check_finite(epoch, step, last_step)      # never a checkpoint of a diverged model
                 totals[2:] += torch.tensor(counts, dtype=torch.float64, device=device)
                 ctx.all_reduce_sum(totals)
                 raise _Preempted({"epoch": epoch, "steps": step, "totals": totals.tolist(), "rng": _rng_state(),
                                   "seconds": time.perf_counter() - start, "data_seconds": data_wait, "lr": lr})
             waiting_since = time.perf_counter()
+        self._check_finite(epoch, last_step, last_step)
         totals[2:] += torch.tensor(counts, dtype=torch.float64, device=device)
         ctx.all_reduce_sum(totals)
         loss_sum, correct, seen, skipped = (float(v) for v in totals)
         return {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "train_top1": 100.0 * correct / max(seen, 1),
                 "lr": lr, "seconds": time.perf_counter() - start, "data_seconds": data_wait, "items": int(seen),
                 "skipped": int(skipped)}
+
+    def _check_finite(self, epoch: int, step: int, last_step: int) -> None:
+        """Stop with a named error if a loss of this epoch was not finite (on any rank)."""
+        if self.opts.skip_nonfinite:
+            return
+        found = self.watch.first(self.ctx)
+        if found is None:
+            return
+        batch, value, optimizer_step = found
+        where = (f"loss is {value} at epoch {epoch + 1}/{self.job.recipe.epochs}, batch {batch}/{last_step} "
+                 f"(optimizer step {optimizer_step})" if batch else
+                 f"another rank's loss was not finite by epoch {epoch + 1}/{self.job.recipe.epochs}, batch {step}")
+        raise NonFiniteLossError(
+            f"{self.job.name}: {where}, seen at batch {step}; no checkpoint holds a step after it. "
+            "train.skip_nonfinite=true skips such steps and counts them in the records")
 
     def _step(self, inputs: Tensor, labels: Tensor, epoch: int, step: int, last_step: int):
         """Forward, loss, backward, optimizer and lr step; (loss, logits, labels), or a None
@@ -287,20 +308,18 @@ class Trainer:
                     inputs = self.frozen(inputs)
             logits = self.net(inputs)
         loss = job.loss_fn(logits, labels)   # activations compute losses in float32
-        if _all_finite(loss, self.ctx, opts.skip_nonfinite):
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
-            return loss, logits, labels
-        if opts.skip_nonfinite:
-            self.optimizer.zero_grad(set_to_none=True)
-            return None, logits, labels
-        raise NonFiniteLossError(
-            f"{job.name}: loss is {loss.item()} at epoch {epoch + 1}/{job.recipe.epochs}, batch {step}/{last_step} "
-            f"(optimizer step {self.scheduler.last_epoch}); train.skip_nonfinite=true skips such steps and counts "
-            "them in the records")
+        if opts.skip_nonfinite:              # the verdict is needed now: a host sync per step
+            if not _all_finite(loss, self.ctx, True):
+                self.optimizer.zero_grad(set_to_none=True)
+                return None, logits, labels
+        else:                                # noted on the device, read every few steps
+            self.watch.observe(loss, step, self.scheduler.last_epoch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return loss, logits, labels
 
 
 class CheckpointHook(Hook):
@@ -390,6 +409,36 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     kind, keys, pos, has_gauss, gauss = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+
+
+# Steps between host reads of the non-finite watch: a diverged run stops within this many steps
+# (with skip_nonfinite=false every step is taken, so the read needs no per-step host sync).
+NONFINITE_CHECK_EVERY = 25
+
+
+class _NonFiniteWatch:
+    """The epoch's first non-finite loss, noted on the device without a host sync: its batch
+    (0: none yet), value and optimizer step."""
+
+    def __init__(self, device: torch.device):
+        self.state = torch.zeros(3, dtype=torch.float64, device=device)
+
+    def observe(self, loss: Tensor, step: int, optimizer_step: int) -> None:
+        bad = (~torch.isfinite(loss.detach())) & (self.state[0] == 0)
+        noted = torch.stack([torch.full_like(self.state[0], step), loss.detach().double(),
+                             torch.full_like(self.state[0], optimizer_step)])
+        self.state = torch.where(bad, noted, self.state)
+
+    def first(self, ctx: DistContext) -> tuple[int, float, int] | None:
+        """(batch, loss, optimizer step) of this rank's first non-finite loss, (0, nan, 0) when
+        only another rank saw one, None when no rank did (a collective under DDP)."""
+        batch, value, optimizer_step = self.state.tolist()
+        seen = torch.tensor([1 if batch else 0], device=self.state.device)
+        if ctx.is_distributed:
+            torch.distributed.all_reduce(seen, op=torch.distributed.ReduceOp.MAX)
+        if not seen.item():
+            return None
+        return int(batch), value, int(optimizer_step)
 
 
 def _all_finite(loss: Tensor, ctx: DistContext, agree: bool) -> bool:
