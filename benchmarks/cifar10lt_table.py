@@ -52,6 +52,12 @@ METHODS = {
     "logit_adjust": ["stage2=logit_adjust"],
 }
 BASELINES = ("ldam_drw", "balanced_softmax", "logit_adjusted")
+# Seed 0's stage 1 began before the config gained stage1.loss / loss_scale / classifier_init
+# (issue 14, part 7), whose defaults (activation, 1.0, keep) train softmax CE exactly as before:
+# its record lacks those three fields, so its setup_hash (8d2bb6) differs from seeds 1 and 2's
+# (ff5dc1).  Seed 0's stage-2 runs, on that checkpoint but started after the change, share their
+# hashes with seed 1's.  The leaderboard counts the two as one setup and says so under the table.
+SAME_SETUP = ["8d2bb6=ff5dc1"]
 
 
 def run(args, out: Path, *overrides: str) -> None:
@@ -101,7 +107,8 @@ def keep(out: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(results, target)
     from lt_bench.leaderboard import leaderboard_text
-    text = leaderboard_text([KEPT], "md", metrics=["top1", "many", "medium", "ece"], epoch="last")
+    text = leaderboard_text([KEPT], "md", metrics=["top1", "many", "medium", "ece"], epoch="last",
+                            same_setup=SAME_SETUP)
     times = []
     for results in sorted(KEPT.rglob("results.json")):
         for r in json.loads(results.read_text()):

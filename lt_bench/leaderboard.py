@@ -13,19 +13,21 @@ from lt_bench.fileio import atomic_write
 from lt_bench.records import RESULTS_FILE
 from lt_bench.leaderboard_render import FORMATS, render
 from lt_bench.leaderboard_table import (EPOCHS, KINDS, METRICS, Cell, Column, Row, Table,  # noqa: F401
-                                        build_leaderboard, collect_records, load_references, protocol,
+                                        build_leaderboard, collect_records, load_references, parse_same_setup, protocol,
                                         split_metrics)
 
 
 def leaderboard_text(paths: Iterable[str | os.PathLike], fmt: str = "md",
-                     metrics: Sequence[str] | str | None = None, epoch: str = "auto") -> str:
+                     metrics: Sequence[str] | str | None = None, epoch: str = "auto",
+                     same_setup: Iterable[str] | None = None) -> str:
     if fmt not in FORMATS:
         raise ConfigError(f"unknown leaderboard format {fmt!r}; valid: {', '.join(FORMATS)}")
-    return render(build_leaderboard(list(paths), metrics, epoch=epoch), fmt)
+    return render(build_leaderboard(list(paths), metrics, epoch=epoch, same_setup=parse_same_setup(same_setup)), fmt)
 
 
 def write_leaderboard(paths: Sequence[str | os.PathLike], fmt: str = "md", out: str | os.PathLike | None = None,
-                      metrics: Sequence[str] | str | None = None, epoch: str = "auto") -> int:
+                      metrics: Sequence[str] | str | None = None, epoch: str = "auto",
+                      same_setup: Iterable[str] | None = None) -> int:
     """Print the leaderboard, or write it atomically to ``out`` and print where.  ``out`` may be
     neither a folder nor a records file: the leaderboard never replaces its own input."""
     if out is not None:
@@ -36,7 +38,7 @@ def write_leaderboard(paths: Sequence[str | os.PathLike], fmt: str = "md", out: 
                                                                 for r in collect_records(paths)}:
             raise ConfigError(f"--out {target}: would replace run records ({RESULTS_FILE}); write the table "
                               "to another file")
-    text = leaderboard_text(paths, fmt, metrics, epoch)
+    text = leaderboard_text(paths, fmt, metrics, epoch, same_setup)
     if out is None:
         print(text, end="")
     else:
@@ -69,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epoch", default="auto", choices=EPOCHS,
                         help="classification: the epoch reported: auto (the best epoch where the run picked one, "
                              "else the last), last, best, both (two rows); each row names its protocol")
+    parser.add_argument("--same-setup", action="append", default=None, metavar="OLD=NEW",
+                        help="count the runs of setup OLD as setup NEW (setup_hash prefixes, >= 6 hex digits, as "
+                             "the rows' [cfg ...] show): the same experiment hashed differently, e.g. run before "
+                             "the config gained a key; noted under the table")
     args = parser.parse_args(argv)
     paths, metrics = list(args.paths), None
     if args.metrics is not None:
@@ -80,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     if not paths:
         parser.error("name at least one run folder or results.json")
     try:
-        return write_leaderboard(paths, args.format, args.out, metrics, args.epoch)
+        return write_leaderboard(paths, args.format, args.out, metrics, args.epoch, args.same_setup)
     except LtBenchError as err:
         print(f"{type(err).__name__}: {err}", file=sys.stderr)
         return 2

@@ -98,6 +98,8 @@ def render_md(table: Table) -> str:
     for row in table.rows:
         texts = [cell_text(table.cell(row, c, m), row) for c in table.columns for m in table.metrics]
         lines.append("| " + " | ".join(md_escape(t) for t in [row.label, *texts]) + " |")
+    if table.notes:
+        lines += ["", *(f"- {md_escape(note)}" for note in table.notes)]
     return "\n".join(lines) + "\n"
 
 
@@ -126,7 +128,7 @@ def render_latex(table: Table) -> str:
                  .replace("@PM@", r"$\pm$").replace("@DELTA@", r"$\Delta$")
                  for c in table.columns for m in table.metrics]
         lines.append(" & ".join([rf"\textit{{{label}}}" if row.reference else label, *texts]) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines += [r"\bottomrule", r"\end{tabular}", *(f"% {note}" for note in table.notes)]
     return "\n".join(lines) + "\n"
 
 

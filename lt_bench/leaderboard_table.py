@@ -128,6 +128,7 @@ class Table:
     columns: list[Column]
     rows: list[Row]
     cells: dict[tuple[Row, Column, str], Cell]
+    notes: list[str] = field(default_factory=list)    # lines printed under the table
 
     def cell(self, row: Row, column: Column, metric: str) -> Cell:
         return self.cells.get((row, column, metric)) or Cell()
@@ -298,20 +299,77 @@ def _build_table(kind: str, records: list[dict], references: list[dict], metrics
     return Table(kind, metrics, columns, rows, cells)
 
 
+MIN_SETUP_PREFIX = 6      # as many hex digits as a row label shows ([cfg 8d2bb6])
+
+
+def parse_same_setup(pairs: Iterable[str] | None) -> dict[str, str]:
+    """``["8d2bb6=ff5dc1", ...]`` -> ``{"8d2bb6": "ff5dc1"}``: each an OLD=NEW pair of setup_hash
+    prefixes (at least 6 hex digits, as the rows' ``[cfg ...]`` labels show them)."""
+    merged: dict[str, str] = {}
+    for pair in pairs or ():
+        old, sep, new = str(pair).partition("=")
+        old, new = old.strip().lower(), new.strip().lower()
+        for part in (old, new):
+            if not sep or len(part) < MIN_SETUP_PREFIX or any(ch not in "0123456789abcdef" for ch in part):
+                raise ConfigError(f"same-setup {pair!r}: expected OLD=NEW, two setup_hash prefixes of at least "
+                                  f"{MIN_SETUP_PREFIX} hex digits (e.g. 8d2bb6=ff5dc1, as in the rows' [cfg ...])")
+        if old == new or old in merged:
+            raise ConfigError(f"same-setup {pair!r}: {old} is "
+                              + ("merged into itself" if old == new else "named twice"))
+        merged[old] = new
+    return merged
+
+
+def merge_setups(records: list[dict], same_setup: dict[str, str]) -> dict[str, list[str]]:
+    """Count the records of setup OLD as setup NEW, for each OLD=NEW the user vouches for (the
+    same experiment hashed differently, e.g. run before the config gained a key whose default
+    keeps the old behaviour).  Each prefix must name exactly one setup_hash among the records;
+    a merged record keeps its own hash as ``merged_setup_hash``.  Returns, per kind, one note
+    per merge, printed under that kind's table so a reader sees that its rows hold merged runs."""
+    hashes = sorted({str(r["setup_hash"]) for r in records if r.get("setup_hash")})
+
+    def one(prefix: str, role: str) -> str:
+        found = [h for h in hashes if h.startswith(prefix)]
+        if len(found) != 1:
+            raise ConfigError(f"same-setup: the {role} setup {prefix!r} matches "
+                              + (f"{len(found)} setup_hash values ({', '.join(h[:10] for h in found)}): give more "
+                                 "digits" if found else "no record's setup_hash"))
+        return found[0]
+
+    notes: dict[str, list[str]] = defaultdict(list)
+    for old, new in same_setup.items():
+        source, target = one(old, "merged"), one(new, "target")
+        moved = [r for r in records if r.get("setup_hash") == source]
+        for record in moved:
+            record["merged_setup_hash"], record["setup_hash"] = source, target
+        log.warning("%d record(s) of setup %s counted as setup %s (same-setup)", len(moved), source[:10], target[:10])
+        for kind in KINDS:
+            if count := sum(_kind(r) == kind for r in moved):
+                notes[kind].append(f"setup {source[:6]} counted as setup {target[:6]} ({count} record(s); "
+                                   f"--same-setup {old}={new}: the user vouches they are one experiment)")
+    return notes
+
+
 def build_leaderboard(paths: Iterable[str | os.PathLike], metrics: Sequence[str] | str | None = None,
-                      references: list[dict] | None = None, epoch: str = "auto") -> list[Table]:
+                      references: list[dict] | None = None, epoch: str = "auto",
+                      same_setup: dict[str, str] | None = None) -> list[Table]:
     """One table per kind found in ``paths`` (classification first); ``epoch``: which epoch of a
-    classification run is reported (``epoch_views``)."""
+    classification run is reported (``epoch_views``); ``same_setup``: setups counted as one
+    (``merge_setups``)."""
     if epoch not in EPOCHS:
         raise ConfigError(f"unknown leaderboard epoch {epoch!r}; valid: {', '.join(EPOCHS)}")
     paths = list(paths)
     records = collect_records(paths)
     if not records:
         raise DataError(f"no records in {', '.join(map(str, paths))} (every results.json is empty)")
+    notes = merge_setups(records, same_setup) if same_setup else {}
     references = load_references() if references is None else references
     per_kind = split_metrics(metrics)
     by_kind: dict[str, list[dict]] = {kind: [] for kind in KINDS}
     for record in records:
         kind = _kind(record)
         by_kind[kind].extend(epoch_views(record, epoch) if kind == "classification" else [record])
-    return [_build_table(kind, recs, references, per_kind[kind]) for kind, recs in by_kind.items() if recs]
+    tables = [_build_table(kind, recs, references, per_kind[kind]) for kind, recs in by_kind.items() if recs]
+    for table in tables:
+        table.notes.extend(notes.get(table.kind, []))
+    return tables

@@ -470,3 +470,28 @@ def test_cli_metrics_comma_or_space_separated(runs, capsys):
     assert "'top3'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--metrics", "top1"])
+
+
+def test_same_setup_merges_the_named_setups_and_says_so(runs, capsys):
+    """``--same-setup cccc22=aaaa11``: the later configuration's runs join the first's cells as
+    one more sample of the same seed (seed 0 there twice -> averaged, n stays 3), and a note
+    under the table names the merge; prefixes that match nothing, or are ambiguous or malformed,
+    are refused with the value named."""
+    assert main([str(runs), "--same-setup", "cccc22=aaaa11", "--format", "md"]) == 0
+    text = capsys.readouterr().out
+    assert "[cfg cccc22]" not in text and text.count("counted as setup") == 1     # the classification table only
+    assert "- setup cccc22 counted as setup aaaa11 (2 record(s); --same-setup cccc22=aaaa11" in text
+    cells = json.loads(leaderboard_text([runs], "json", same_setup=["cccc22=aaaa11"]))
+    gumbel = find(cells, "gumbel [best@test] (stage 2)", "cifar100lt", imbalance=100)
+    per_seed = [(GUMBEL_C100[0] + 44.0) / 2, GUMBEL_C100[1], GUMBEL_C100[2]]
+    assert (gumbel["n"], gumbel["mean"]) == (3, round(statistics.mean(per_seed), 2))
+    assert not [c for c in cells if "[cfg" in c["row"]]
+    (runs / "more").mkdir()
+    (runs / "more" / "results.json").write_text(json.dumps([cls(2, "gumbel", 40.0, "aaaa1199")]))
+    for pairs, message in ((["cccc22=aaaa11"], "matches 2 setup_hash values"),
+                           (["123456=aaaa1111"], "matches no record"),
+                           (["cccc=aaaa1111"], "at least 6 hex digits"),
+                           (["cccc2222"], "expected OLD=NEW"),
+                           (["cccc2222=cccc2222"], "merged into itself")):
+        with pytest.raises(ConfigError, match=message):
+            leaderboard_text([runs], "md", same_setup=pairs)
