@@ -75,7 +75,15 @@ DELEGATED = {"leaderboard": ("lt_bench.leaderboard", "tables from results.json r
              "eval": ("lt_bench.eval_checkpoint", "evaluate a run's checkpoint again (record in <run>/eval.json)"),
              "compare": ("lt_bench.compare", "config and metric differences between runs, side by side"),
              "lvis-eval": ("lt_bench.detection.lvis_eval_cli",
-                           "evaluate a detection results file exactly as lvis-api (LVIS AP, AR)")}
+                           "evaluate a detection results file exactly as lvis-api (LVIS AP, AR)"),
+             "det-ap-vs-frequency": ("lt_bench.detection.analysis.ap_vs_frequency",
+                                     "per-category AP of detection runs against training frequency (plot)"),
+             "det-weight-norms": ("lt_bench.detection.analysis.weight_norms",
+                                  "box-classifier weight norms per category from detector checkpoints (plot)"),
+             "det-gradients": ("lt_bench.detection.analysis.positive_gradients",
+                               "mean positive gradient per category of runs with detection.grad_stats=true (plot)"),
+             "det-distributions": ("lt_bench.detection.analysis.distributions",
+                                   "object-centre distributions, ground truth against detections, and their KL")}
 
 
 def _train(overrides: list[str]) -> None:

@@ -423,6 +423,21 @@ class FastLVISEval:
         self.results = r
         return dict(r)
 
+    def per_category_ap(self) -> dict[int, float | None]:
+        """Each category's AP (area "all"): the mean of its precision over the IoU thresholds
+        and recall points where defined, as mmdet's ``classwise`` table reads lvis-api's
+        precision array; None for a category without ground truth.  Keys: category ids in
+        ascending order (lvis-api's K axis)."""
+        if self.precision is None:
+            raise RuntimeError("evaluate() or merge() first")
+        area = AREA_LBL.index("all")
+        out: dict[int, float | None] = {}
+        for k, cat_id in enumerate(self.cat_ids.tolist()):
+            values = self.precision[:, :, k, area]
+            values = values[values > -1]
+            out[int(cat_id)] = float(values.mean()) if values.size else None
+        return out
+
     def evaluate(self, detections: Any) -> dict[str, float]:
         """All images in one go: lvis-api's ``LVISEval(gt, LVISResults(gt, dets, max_dets)).run()``."""
         return self.merge([self.evaluate_images(None, detections)])

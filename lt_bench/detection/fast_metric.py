@@ -48,6 +48,9 @@ class FastLVISMetric(BaseMetric):
             dataset = json.load(f)
         self.evaluators = {m: FastLVISEval(dataset, m, max_dets, source=str(ann_file)) for m in self.metrics}
         self.cat_ids = np.asarray(next(iter(self.evaluators.values())).file_cat_ids, dtype=np.int64)
+        # rank 0, after evaluate(): {metric: {category id: AP in [0, 1] or None}} (the record's
+        # per-category AP; not among the returned metrics, which mmengine logs as scalars)
+        self.per_category: dict[str, dict[int, float | None]] = {}
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
         """Keep each image's predictions as arrays (masks RLE-encoded), like LVISMetric."""
@@ -123,6 +126,7 @@ class FastLVISMetric(BaseMetric):
         out = {}
         for metric, evaluator in self.evaluators.items():
             summary = evaluator.merge([partials[metric] for partials, _ in gathered])
+            self.per_category[metric] = evaluator.per_category_ap()
             logger.info(f"{metric}: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items()))
             for key, value in summary.items():
                 if key in self.metric_items:

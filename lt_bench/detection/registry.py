@@ -3,22 +3,24 @@
 mmengine imports this module through ``custom_imports = dict(imports=['lt_bench.detection.registry'])``
 in the detection configs, after which they name every loss of ``DETECTION_LOSSES`` by its class
 (``ActivationCrossEntropyLoss``, ``EQLLoss``, ``DropLoss``, ...), the ``ActivationClassifierInit``
-initialiser and ``FastLVISMetric`` like any mmdet component.
+initialiser, ``FastLVISMetric`` and the ``PositiveGradientHook`` like any mmdet component.
 """
 from __future__ import annotations
 
 from mmengine.model.weight_init import BaseInit, _get_bases_name, update_init_info
 from mmengine.registry import WEIGHT_INITIALIZERS   # the root: found from mmdet's scope and any other
-from mmdet.registry import MODELS
+from mmdet.registry import HOOKS, MODELS
 from torch import nn
 
 from lt_bench.activations import build_activation, init_classifier
 from lt_bench.detection import fast_metric  # noqa: F401  (registers FastLVISMetric in mmdet's METRICS)
+from lt_bench.detection.grad_hook import PositiveGradientHook
 from lt_bench.detection.lvis_compat import patch_lvis
 from lt_bench.registries import DETECTION_LOSSES
 
 for _name in DETECTION_LOSSES.names():   # every registered loss, under its class name (mmdet configs' type=)
     MODELS.register_module(module=DETECTION_LOSSES.get(_name).cls, force=True)
+HOOKS.register_module(module=PositiveGradientHook, force=True)   # custom_hooks: grad_stats.positive_gradient_hook
 
 
 @WEIGHT_INITIALIZERS.register_module(force=True)

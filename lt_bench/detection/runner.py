@@ -31,6 +31,7 @@ from lt_bench.detection.annotations import check_lvis_annotations
 from lt_bench.detection.categories import (ANNOTATED_TRAIN_IMAGES, CategoryStats, category_stats,
                                            load_category_stats, save_category_stats)
 from lt_bench.detection.evaluation import SUMMARY_KEYS
+from lt_bench.detection.grad_stats import positive_gradient_hook
 from lt_bench.detection.validate import LVIS_VERSIONS as VERSIONS
 from lt_bench.errors import ConfigError, DataError, LtBenchError
 from lt_bench.fileio import atomic_write_json
@@ -39,6 +40,7 @@ from lt_bench.registries import DETECTION_LOSSES
 from lt_bench.run_folder import RunFolder, config_file, config_hash, resolve_out_dir
 
 log = logging.getLogger(__name__)
+GRAD_STATS_FILE = "grad_stats.json"   # detection.grad_stats=true: the run's positive gradients per category
 BASE_BATCH_SIZE = 16          # the paper's (and mmdet's) lr 0.02 is for 16 images per iteration
 
 
@@ -141,6 +143,56 @@ def _dataset_node(dataloader) -> dict:
     return dataset["dataset"] if dataset.get("type") == "ClassBalancedDataset" else dataset
 
 
+DATA_KEYS = ("train_dataloader", "val_dataloader", "test_dataloader", "val_evaluator", "test_evaluator")
+RFS_THRESHOLD = 1e-3          # LVIS's repeat-factor sampling threshold (Gupta et al.; mmdet's sample1e-3)
+SCHEDULES = {"1x": (12, [8, 11]), "2x": (24, [16, 22])}    # epochs, lr steps (x0.1): mmdet's schedules
+ENH_NMS_IOU, PLAIN_NMS_IOU, NORMED_MASK_TEMPERATURE = 0.3, 0.5, 20
+
+
+def apply_switches(mm, cfg: DictConfig):
+    """``detection.sampler``, ``detection.enh`` and ``detection.schedule`` on the mmdet config:
+    the ablation switches of GOL's Tables 2 and 5 on one detector (null: the config's own)."""
+    det = cfg.detection
+    loader = mm.train_dataloader
+    if det.sampler not in (None, "random", "rfs"):
+        raise ConfigError(f"detection.sampler={det.sampler!r}: expected random, rfs or null (the config's)")
+    if det.sampler == "random" and loader["dataset"].get("type") == "ClassBalancedDataset":
+        loader["dataset"] = loader["dataset"]["dataset"]
+    elif det.sampler == "rfs" and loader["dataset"].get("type") != "ClassBalancedDataset":
+        loader["dataset"] = dict(type="ClassBalancedDataset", oversample_thr=RFS_THRESHOLD, dataset=loader["dataset"])
+    if det.enh is not None:
+        if not isinstance(det.enh, bool):
+            raise ConfigError(f"detection.enh={det.enh!r}: expected true, false or null (the config's)")
+        for head in as_list(mm.model["roi_head"].get("mask_head") or []):
+            if det.enh:
+                head["predictor_cfg"] = dict(type="NormedConv2d", tempearture=NORMED_MASK_TEMPERATURE)
+            else:
+                head.pop("predictor_cfg", None)     # mmdet's default: a plain Conv2d
+        mm.model["test_cfg"]["rcnn"]["nms"] = dict(type="nms", iou_threshold=ENH_NMS_IOU if det.enh else PLAIN_NMS_IOU)
+    if det.schedule is not None:
+        if det.schedule not in SCHEDULES:
+            raise ConfigError(f"detection.schedule={det.schedule!r}: expected {', '.join(SCHEDULES)} or null")
+        epochs, steps = SCHEDULES[det.schedule]
+        mm.train_cfg["max_epochs"] = epochs
+        steppers = [s for s in mm.param_scheduler if s.get("type") == "MultiStepLR"]
+        if len(steppers) != 1:
+            raise ConfigError(f"detection.schedule={det.schedule} sets one MultiStepLR; the config has {len(steppers)}")
+        steppers[0].update(end=epochs, milestones=list(steps))
+    return mm
+
+
+def switches_in(mm) -> dict:
+    """What the final config trains with: the record's sampler, enh and schedule."""
+    heads = as_list(mm.model["roi_head"].get("mask_head") or [])
+    normed = bool(heads) and all((h.get("predictor_cfg") or {}).get("type") == "NormedConv2d" for h in heads)
+    nms = mm.model["test_cfg"]["rcnn"].get("nms", {}).get("iou_threshold")
+    steppers = [s for s in mm.param_scheduler if s.get("type") == "MultiStepLR"]
+    return {"sampler": "rfs" if mm.train_dataloader["dataset"].get("type") == "ClassBalancedDataset" else "random",
+            "enh": normed and nms == ENH_NMS_IOU, "normed_mask": normed, "nms_iou": nms,
+            "schedule_epochs": int(mm.train_cfg["max_epochs"]),
+            "lr_steps": list(steppers[0]["milestones"]) if len(steppers) == 1 else None}
+
+
 def _set_image_scale(pipeline: list, scale: tuple[int, int]) -> None:
     for step in pipeline:
         if step.get("type") == "RandomChoiceResize":
@@ -218,6 +270,8 @@ def apply_run_settings(mm, cfg: DictConfig, out_dir: Path, class_names: tuple[st
         mm.model["test_cfg"]["rpn"]["max_per_img"] = int(det.rpn_proposals)
     mm.load_from = det.load_from
     mm.work_dir = str(out_dir)
+    if det.get("grad_stats"):
+        mm.custom_hooks = [*(mm.get("custom_hooks") or []), positive_gradient_hook(str(out_dir / GRAD_STATS_FILE))]
     mm.randomness = dict(seed=int(cfg.seed))
     mm.launcher = "pytorch" if world_size > 1 else "none"
     if world_size > 1 and not torch.cuda.is_available():
@@ -262,17 +316,28 @@ def lambda_of(cfg: DictConfig) -> float:
     return float(value if value is not None else VERSIONS[cfg.task.version][3])
 
 
+def as_list(node) -> list:
+    """A head given as one dict (Mask R-CNN) or as a list of them (the stages of a Cascade
+    Mask R-CNN or a Hybrid Task Cascade): always the list."""
+    return list(node) if isinstance(node, (list, tuple)) else [node]
+
+
 def apply_box_classifier(mm, cfg: DictConfig, stats: CategoryStats, frequency_file: str | None):
-    """The box classifier from lt_bench: loss (and its activation), width, scoring and init."""
+    """The box classifier from lt_bench: loss (and its activation), width, scoring and init, on
+    every box head (each stage of a cascade has its own classifier and loss, as in mmdet's
+    cascade configs), and the width of every mask head."""
     roi = mm.model["roi_head"]
-    head = roi["bbox_head"]
-    head.update(num_classes=len(stats.ids),
-                loss_cls=box_classifier_loss(cfg, len(stats.ids), frequency_file, lambda_of(cfg)))
-    # mmdet's own init (the head's defaults), then the classifier's (``keep``: mmdet's stays)
-    head["init_cfg"] = (default_head_init(head) or []) + [
-        dict(type="ActivationClassifierInit", activation=cfg.activation, scheme=cfg.detection.classifier_init,
-             activation_options=activation_options(cfg, cfg.activation), override=dict(name="fc_cls"))]
-    roi["mask_head"]["num_classes"] = len(stats.ids)
+    for head in as_list(roi["bbox_head"]):
+        head["num_classes"] = len(stats.ids)
+        # assigned, not update()d: mmengine's ConfigDict.update merges, which would keep the
+        # stock loss's keys (use_sigmoid, ...) in ours
+        head["loss_cls"] = box_classifier_loss(cfg, len(stats.ids), frequency_file, lambda_of(cfg))
+        # mmdet's own init (the head's defaults), then the classifier's (``keep``: mmdet's stays)
+        head["init_cfg"] = (default_head_init(head) or []) + [
+            dict(type="ActivationClassifierInit", activation=cfg.activation, scheme=cfg.detection.classifier_init,
+                 activation_options=activation_options(cfg, cfg.activation), override=dict(name="fc_cls"))]
+    for head in as_list(roi.get("mask_head") or []):
+        head["num_classes"] = len(stats.ids)
     return mm
 
 
@@ -281,6 +346,13 @@ def build_mmdet_config(cfg: DictConfig, out_dir: Path, stats: CategoryStats, fre
     """The detector's mmdet config with this run's settings and box classifier."""
     from mmengine.config import Config
     mm = Config.fromfile(str(config_file(cfg.detector.mmdet_config)))
+    if cfg.detector.get("data_config"):
+        # a model config whose data is another dataset's (mmdet's HTC: COCO): the data, the
+        # evaluators and nothing else from the data config
+        data = Config.fromfile(str(config_file(cfg.detector.data_config)))
+        for key in DATA_KEYS:
+            mm[key] = data[key]
+    apply_switches(mm, cfg)
     apply_run_settings(mm, cfg, out_dir, stats.names, val_ann, world_size)
     return apply_box_classifier(mm, cfg, stats, frequency_file or stats.source)
 
@@ -316,6 +388,25 @@ def _record(cfg: DictConfig, metrics: dict, seconds: float, world_size: int, run
         "git_rev": git_revision(), "world_size": world_size, "mmdet_config": cfg.detector.mmdet_config,
         "seconds": round(seconds, 3), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def per_category_record(runner, stats: CategoryStats) -> dict | None:
+    """Per-category mask and box AP (percentages; None without ground truth) with each
+    category's training image count and frequency group, in ascending category id order, from
+    the fast evaluator; None with ``detection.evaluator=lvis`` (mmdet's metric keeps none)."""
+    metrics = getattr(getattr(getattr(runner, "test_loop", None), "evaluator", None), "metrics", [])
+    found = [m.per_category for m in metrics if getattr(m, "per_category", None)]
+    if not found:
+        return None
+    by_id = {int(i): k for k, i in enumerate(stats.ids.tolist())}
+    ids = sorted(next(iter(found[0].values())))
+    out = {"category_ids": ids, "names": [stats.names[by_id[i]] if i in by_id else None for i in ids],
+           "image_count": [int(stats.image_count[by_id[i]]) if i in by_id else None for i in ids],
+           "frequency": [str(stats.frequency[by_id[i]]) if i in by_id else None for i in ids]}
+    for kind, key in (("segm", "AP"), ("bbox", "APbox")):
+        if kind in found[0]:
+            out[key] = [None if (v := found[0][kind][i]) is None else round(100.0 * v, 4) for i in ids]
+    return out
 
 
 def run_detection(cfg: DictConfig) -> dict:
@@ -357,6 +448,8 @@ def run_detection(cfg: DictConfig) -> dict:
         if DETECTION_LOSSES.get(cfg.detector.loss).cls.tail_frequencies:
             run.update({"lambda": lambda_of(cfg), "tail_categories": int(stats.tail(lambda_of(cfg)).sum()),
                         "frequency_images": stats.num_images})
+        run.update(switches_in(mm))
+        run["per_category"] = per_category_record(runner, stats) if ctx.is_main else None
         record = _record(cfg, metrics, time.perf_counter() - started, ctx.world_size, run)
         if ctx.is_main:
             upsert_record(RunFolder(out_dir).results, record)

@@ -32,8 +32,9 @@ def check_detection_config(cfg: DictConfig) -> None:
     if cfg.get("detector") is None:
         raise ConfigError("task=lvis needs a detector (detector=mask_rcnn_r50, gol_r50, ...)")
     DETECTION_LOSSES.check(cfg.detector.loss)
-    if not (config_file(cfg.detector.mmdet_config)).is_file():
-        raise ConfigError(f"detector.mmdet_config={cfg.detector.mmdet_config}: no such file under the repository")
+    for key in ("mmdet_config", "data_config"):
+        if cfg.detector.get(key) and not config_file(cfg.detector[key]).is_file():
+            raise ConfigError(f"detector.{key}={cfg.detector[key]}: no such file under the repository")
     if cfg.imbalance is not None:
         raise ConfigError(f"task lvis has a fixed long-tailed split; remove imbalance={cfg.imbalance}")
 

@@ -46,4 +46,5 @@ class ActivationCrossEntropyLoss(_ClassificationLoss):
             per_proposal = self.activation.elementwise_loss(cls_score, targets).sum(dim=1)
         else:
             per_proposal = self.activation.sample_loss(cls_score, label)
-        return self._reduce(per_proposal, weight, avg_factor, reduction_override)
+        return self._watch(self._reduce(per_proposal, weight, avg_factor, reduction_override), cls_score, label,
+                           weight)

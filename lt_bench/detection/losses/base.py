@@ -17,6 +17,10 @@ loss math is testable without the detection extra.
 
 All reduce as "mean over proposals of the per-proposal sum over classes" (mmdet's
 ``avg_factor`` is the number of proposals), the activations' own convention.
+
+Every forward ends with ``self._watch(loss, cls_score, labels, weight)``: inert (one attribute
+test) unless a ``grad_stats.PositiveGradientCollector`` is attached, which then records each
+foreground proposal's positive-logit gradient during backward (GOL's Figure 7).
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ class _ClassificationLoss(nn.Module):
     background_logit = False     # C + 1 outputs (an explicit background class) or C
     binary_only = False          # needs a binary activation (drops per-class negative terms)
     tail_frequencies = False     # needs the categories' image frequencies (lambda_, frequency_file)
+    _grad_collector = None       # a grad_stats.PositiveGradientCollector while one is attached
 
     def __init__(self, activation: str = "gumbel", num_classes: int = 1203, loss_weight: float = 1.0,
                  activation_options: dict | None = None, reduction: str = "mean"):
@@ -61,6 +66,13 @@ class _ClassificationLoss(nn.Module):
         else:
             loss = per_proposal.sum() / (avg_factor if avg_factor is not None else max(per_proposal.numel(), 1))
         return self.loss_weight * loss
+
+    def _watch(self, loss: Tensor, cls_score: Tensor, labels: Tensor, weight: Tensor | None = None) -> Tensor:
+        """``loss`` itself; with a gradient collector attached (``grad_stats``), its backward also
+        records d loss / d cls_score[i, labels[i]] of each foreground proposal i."""
+        if self._grad_collector is not None:
+            self._grad_collector.watch(loss, cls_score, labels, weight)
+        return loss
 
 
 class _TailAwareLoss(_ClassificationLoss):
@@ -107,4 +119,5 @@ class _TailAwareLoss(_ClassificationLoss):
         targets[foreground, label[foreground]] = 1.0
         keep = ~(self.dropped_negatives(foreground, label) & (targets == 0))
         elementwise = self.activation.elementwise_loss(cls_score, targets) * keep
-        return self._reduce(elementwise.sum(dim=1), weight, avg_factor, reduction_override)
+        return self._watch(self._reduce(elementwise.sum(dim=1), weight, avg_factor, reduction_override),
+                           cls_score, label, weight)

@@ -395,3 +395,30 @@ def test_fast_metric_over_two_ranks(corner, mmdet_metrics, monkeypatch):
         t.join()
     assert not errors, errors
     assert results == [expected, expected]
+
+
+@needs_sample
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+def test_per_category_ap_is_mmdets_classwise_reading_of_lvis_apis_precision(iou_type):
+    """Per-category AP (the record's ``per_category``) against lvis-api's precision array read
+    as mmdet's LVISMetric(classwise=True) reads it (precision[:, :, k, area all], entries > -1,
+    mean); None exactly for the categories without ground truth; and LVIS's AP is their mean."""
+    gt = json.loads(LVIS_VAL_100.read_text())
+    detections = perturbed(gt, iou_type, seed=1)
+    reference = lvis_reference(LVIS_VAL_100, detections, iou_type)
+    ours = FastLVISEval(LVIS_VAL_100, iou_type)
+    summary = ours.evaluate(copy.deepcopy(detections))
+    per_category = ours.per_category_ap()
+    assert list(per_category) == sorted(c["id"] for c in gt["categories"])
+    with_gt = {a["category_id"] for a in gt["annotations"]}
+    precision = reference.eval["precision"]
+    for k, cat_id in enumerate(reference.params.cat_ids):
+        values = precision[:, :, k, 0]
+        values = values[values > -1]
+        if cat_id in with_gt:
+            assert per_category[cat_id] == pytest.approx(float(np.mean(values)), abs=1e-12)
+        else:
+            assert values.size == 0 and per_category[cat_id] is None
+    defined = [v for v in per_category.values() if v is not None]
+    assert len(defined) == len(with_gt) and 0 <= min(defined) < max(defined) <= 1
+    assert float(np.mean(defined)) == pytest.approx(summary["AP"], abs=1e-12)

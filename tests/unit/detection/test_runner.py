@@ -184,3 +184,84 @@ def test_val_subset_is_the_evaluated_ground_truth(make_cfg, tmp_path):
     assert mm.test_dataloader["dataset"]["ann_file"] == prepared["val_ann"]
     assert "indices" not in mm.test_dataloader["dataset"]
     assert load_category_stats(prepared["categories"]).num_images == 93   # train images with annotations
+
+
+def _plain(node):
+    """An mmengine ConfigDict tree as plain dicts and lists (for ==), without the ``_scope_``
+    mmengine stamps on nodes read from mmdet's own files (the registry scope, mmdet either way)."""
+    if isinstance(node, dict):
+        return {k: _plain(v) for k, v in node.items() if k != "_scope_"}
+    if isinstance(node, (list, tuple)):
+        return [_plain(v) for v in node]
+    return node
+
+
+@needs_shared
+def test_switches_turn_table_1s_detector_into_each_static_config(make_cfg, tmp_path, v1_stats):
+    """detection.sampler/enh/schedule on the random-sampler Table 1 detector give exactly the
+    model, data and schedule of the hand-written configs: the RFS detector (sampler=rfs), and
+    GOL (sampler=rfs, enh=true, schedule=2x, DropLoss) -- so one detector with switches covers
+    the ablation tables; sampler=random undoes RFS; the record's switches read the result."""
+    from lt_bench.detection.runner import switches_in
+
+    def built(*overrides):
+        mm = build(make_cfg(*lvis_overrides(tmp_path, "activation=gumbel", *overrides)), tmp_path, v1_stats)
+        return mm, {k: _plain(mm[k]) for k in ("model", "train_dataloader", "train_cfg", "param_scheduler")}
+
+    rfs_mm, rfs = built("detector=mask_rcnn_r50_rfs")
+    assert built("detector=mask_rcnn_r50", "detection.sampler=rfs")[1] == rfs
+    assert built("detector=mask_rcnn_r50_rfs", "detection.sampler=rfs")[1] == rfs
+    random_mm, random = built("detector=mask_rcnn_r50")
+    assert built("detector=mask_rcnn_r50_rfs", "detection.sampler=random")[1] == random
+    gol_mm, gol = built("detector=gol_r50")
+    switched_mm, switched = built("detector=mask_rcnn_r50", "detector.loss=drop", "detection.sampler=rfs",
+                                  "detection.enh=true", "detection.schedule=2x")
+    assert switched == gol
+    assert switches_in(random_mm) == {"sampler": "random", "enh": False, "normed_mask": False, "nms_iou": 0.5,
+                                      "schedule_epochs": 12, "lr_steps": [8, 11]}
+    assert switches_in(gol_mm) == {"sampler": "rfs", "enh": True, "normed_mask": True, "nms_iou": 0.3,
+                                   "schedule_epochs": 24, "lr_steps": [16, 22]}
+    plain_gol = built("detector=gol_r50", "detection.enh=false", "detection.schedule=1x")[0]
+    assert "predictor_cfg" not in plain_gol.model["roi_head"]["mask_head"]
+    assert switches_in(plain_gol)["nms_iou"] == 0.5 and switches_in(plain_gol)["lr_steps"] == [8, 11]
+    for bad, message in (("detection.sampler=class_aware", "expected random, rfs or null"),
+                         ("detection.schedule=3x", "expected 1x, 2x or null"),
+                         ("detection.enh=maybe", "expected true, false or null")):
+        with pytest.raises(ConfigError, match=message):
+            built("detector=mask_rcnn_r50", bad)
+
+
+TABLE7 = {"mask_rcnn_r101": (1, 1, "ResNet"), "mask_rcnn_x101_64x4d": (1, 1, "ResNeXt"),
+          "cascade_mask_rcnn_r101": (3, 1, "ResNet"), "htc_r101": (3, 3, "ResNet")}
+
+
+@needs_shared
+@pytest.mark.parametrize("detector", sorted(TABLE7))
+def test_table7_detectors_put_the_classifier_on_every_stage(make_cfg, tmp_path, v1_stats, detector):
+    """GOL's Table 7 detectors: heads given as lists (cascade stages) each get the run's loss,
+    1,203 classes and the paper's init on fc_cls over mmdet's own head init; HTC's COCO data is
+    replaced by mmdet's LVIS data; the built model has the expected classifier widths and init."""
+    boxes, masks, backbone = TABLE7[detector]
+    cfg = make_cfg(*lvis_overrides(tmp_path, f"detector={detector}", "activation=gumbel", "detection.sampler=random",
+                                   "detection.backbone_pretrained=null"))
+    validate(cfg)
+    mm = build(cfg, tmp_path, v1_stats)
+    roi = mm.model["roi_head"]
+    heads = roi["bbox_head"] if isinstance(roi["bbox_head"], list) else [roi["bbox_head"]]
+    mask_heads = roi["mask_head"] if isinstance(roi["mask_head"], list) else [roi["mask_head"]]
+    assert (len(heads), len(mask_heads)) == (boxes, masks)
+    assert all(h["loss_cls"]["type"] == "ActivationCrossEntropyLoss" and h["loss_cls"]["activation"] == "gumbel"
+               and h["num_classes"] == 1203 for h in heads)
+    assert all(h["num_classes"] == 1203 for h in mask_heads)
+    assert mm.model["backbone"]["type"] == backbone and mm.model["backbone"]["depth"] == 101
+    train = mm.train_dataloader["dataset"]
+    assert train["type"] == "LVISV1Dataset" and train["ann_file"] == str(tmp_path / "lvis" / "lvis_v1_train.json")
+    assert mm.test_evaluator["type"] == "FastLVISMetric"
+    assert mm.model["test_cfg"]["rcnn"]["max_per_img"] == 300 and mm.model["test_cfg"]["rcnn"]["score_thr"] == 1e-4
+    model = MODELS.build(mm.model)
+    model.init_weights()
+    stages = model.roi_head.bbox_head if boxes > 1 else [model.roi_head.bbox_head]
+    for stage in stages:
+        assert stage.fc_cls.out_features == 1204
+        assert torch.all(stage.fc_cls.weight == 0.001) and torch.all(stage.fc_cls.bias == -2.0)
+        assert stage.fc_reg.weight.std() < 0.01 and stage.shared_fcs[0].weight.unique().numel() > 1000

@@ -1,0 +1,1 @@
+"""Analyses of trained LVIS detectors, one ``lt-bench det-...`` command per module."""
