@@ -33,6 +33,7 @@ from lt_bench.detection.categories import (ANNOTATED_TRAIN_IMAGES, CategoryStats
 from lt_bench.detection.evaluation import SUMMARY_KEYS
 from lt_bench.detection.grad_stats import positive_gradient_hook
 from lt_bench.detection.validate import LVIS_VERSIONS as VERSIONS
+from lt_bench.detection.validate import is_stock
 from lt_bench.errors import ConfigError, DataError, LtBenchError
 from lt_bench.fileio import atomic_write_json
 from lt_bench.records import SCHEMA_VERSION, git_revision, upsert_record
@@ -57,6 +58,8 @@ def resolve_scoring(cfg: DictConfig) -> str:
     name.  ``auto`` scores as GOL's runs of that activation were scored: the sigmoid baseline
     by a softmax (mmdet 2.x's CrossEntropyLoss(use_sigmoid=True) has no get_activation),
     Gumbel and softmax by themselves."""
+    if is_stock(cfg):
+        return None             # the config's own classifier scores itself
     scoring = cfg.detection.scoring
     if scoring == "auto":
         with_background = DETECTION_LOSSES.get(cfg.detector.loss).cls.background_logit
@@ -327,6 +330,14 @@ def apply_box_classifier(mm, cfg: DictConfig, stats: CategoryStats, frequency_fi
     every box head (each stage of a cascade has its own classifier and loss, as in mmdet's
     cascade configs), and the width of every mask head."""
     roi = mm.model["roi_head"]
+    if is_stock(cfg):               # the config's loss, predictor and init; only the width is the file's
+        for head in as_list(roi["bbox_head"]):
+            head["num_classes"] = len(stats.ids)
+            if "num_classes" in (head.get("loss_cls") or {}):
+                head["loss_cls"]["num_classes"] = len(stats.ids)
+        for head in as_list(roi.get("mask_head") or []):
+            head["num_classes"] = len(stats.ids)
+        return mm
     for head in as_list(roi["bbox_head"]):
         head["num_classes"] = len(stats.ids)
         # assigned, not update()d: mmengine's ConfigDict.update merges, which would keep the
@@ -341,9 +352,8 @@ def apply_box_classifier(mm, cfg: DictConfig, stats: CategoryStats, frequency_fi
     return mm
 
 
-def build_mmdet_config(cfg: DictConfig, out_dir: Path, stats: CategoryStats, frequency_file: str | None = None,
-                       val_ann: str | Path | None = None, world_size: int = 1):
-    """The detector's mmdet config with this run's settings and box classifier."""
+def detector_config(cfg: DictConfig):
+    """The detector's mmdet config as its files give it (and its data_config's data)."""
     from mmengine.config import Config
     mm = Config.fromfile(str(config_file(cfg.detector.mmdet_config)))
     if cfg.detector.get("data_config"):
@@ -352,6 +362,34 @@ def build_mmdet_config(cfg: DictConfig, out_dir: Path, stats: CategoryStats, fre
         data = Config.fromfile(str(config_file(cfg.detector.data_config)))
         for key in DATA_KEYS:
             mm[key] = data[key]
+    return mm
+
+
+def switched(cfg: DictConfig) -> dict:
+    """The switches (detection.sampler/enh/schedule) that change the detector's own config, with
+    their values: a switched run is another model than the detector's paper row, so its record's
+    ``model`` says so (``mask_rcnn_r50[sampler=rfs]``) and the leaderboard never compares it with
+    that row."""
+    if all(cfg.detection.get(k) is None for k in ("sampler", "enh", "schedule")):
+        return {}
+    own = switches_in(detector_config(cfg))
+    after = switches_in(apply_switches(detector_config(cfg), cfg))
+    return {k: after[k] for k in ("sampler", "normed_mask", "nms_iou", "schedule_epochs", "lr_steps")
+            if after[k] != own[k]}
+
+
+def model_name(cfg: DictConfig) -> str:
+    """The record's ``model``: the detector, and the switches that changed it."""
+    changes = switched(cfg)
+    names = {"normed_mask": "normed_mask", "nms_iou": "nms", "schedule_epochs": "epochs", "lr_steps": "steps"}
+    return cfg.detector.name + (f"[{','.join(f'{names.get(k, k)}={v}' for k, v in changes.items())}]"
+                                if changes else "")
+
+
+def build_mmdet_config(cfg: DictConfig, out_dir: Path, stats: CategoryStats, frequency_file: str | None = None,
+                       val_ann: str | Path | None = None, world_size: int = 1):
+    """The detector's mmdet config with this run's settings and box classifier."""
+    mm = detector_config(cfg)
     apply_switches(mm, cfg)
     apply_run_settings(mm, cfg, out_dir, stats.names, val_ann, world_size)
     return apply_box_classifier(mm, cfg, stats, frequency_file or stats.source)
@@ -372,13 +410,20 @@ def _record(cfg: DictConfig, metrics: dict, seconds: float, world_size: int, run
         values = {k: float(metrics[f"lvis/{kind}_{k}"]) for k in SUMMARY_KEYS if f"lvis/{kind}_{k}" in metrics}
         return {k: 100.0 * v if v >= 0 else None for k, v in values.items()}
     segm, bbox = pick("segm"), pick("bbox")
-    with_background = DETECTION_LOSSES.get(cfg.detector.loss).cls.background_logit
-    method = cfg.activation if with_background else f"{cfg.detector.loss}+{cfg.activation}"
+    stock = is_stock(cfg)
+    if stock:
+        method, activation, loss = str(cfg.detector.method), None, None
+    else:
+        with_background = DETECTION_LOSSES.get(cfg.detector.loss).cls.background_logit
+        method = cfg.activation if with_background else f"{cfg.detector.loss}+{cfg.activation}"
+        activation, loss = cfg.activation, cfg.detector.loss
     return {
         "schema": SCHEMA_VERSION, "kind": "detection", "task": cfg.task.name, "dataset": f"lvis_{cfg.task.version}",
-        "version": cfg.task.version, "model": cfg.detector.name, "stage": None, "method": method,
-        "activation": cfg.activation, "activation_options": activation_options(cfg, cfg.activation),
-        "loss": cfg.detector.loss, "scoring": resolve_scoring(cfg), "classifier_init": cfg.detection.classifier_init,
+        "version": cfg.task.version, "model": model_name(cfg), "detector": cfg.detector.name, "stage": None,
+        "method": method,
+        "activation": activation, "activation_options": None if stock else activation_options(cfg, activation),
+        "loss": loss, "box_classifier": "stock" if stock else "lt_bench", "scoring": resolve_scoring(cfg),
+        "classifier_init": None if stock else cfg.detection.classifier_init,
         "eval_split": "val",
         # mask AP (the paper's AP) and box AP, percentages
         **{k: segm.get(k) for k in ("AP", "AP50", "AP75", "APr", "APc", "APf")}, "APbox": bbox.get("AP"),
@@ -445,7 +490,7 @@ def run_detection(cfg: DictConfig) -> dict:
                "train_images": cfg.detection.train_images,
                "epochs": runner.epoch if cfg.detection.train else 0,
                "iterations": runner.iter if cfg.detection.train else 0}
-        if DETECTION_LOSSES.get(cfg.detector.loss).cls.tail_frequencies:
+        if not is_stock(cfg) and DETECTION_LOSSES.get(cfg.detector.loss).cls.tail_frequencies:
             run.update({"lambda": lambda_of(cfg), "tail_categories": int(stats.tail(lambda_of(cfg)).sum()),
                         "frequency_images": stats.num_images})
         run.update(switches_in(mm))

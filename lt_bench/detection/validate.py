@@ -20,6 +20,19 @@ EVALUATORS = ("fast", "lvis")
 SCORINGS = ("auto", "activation", "softmax")
 
 
+BOX_CLASSIFIERS = ("lt_bench", "stock")
+
+
+def is_stock(cfg: DictConfig) -> bool:
+    """``detector.box_classifier: stock``: the mmdet config's own box classifier (loss, predictor,
+    init) is kept, as in mmdet's Seesaw LVIS configs (context rows); ``lt_bench`` (the default)
+    puts the run's loss and activation on it."""
+    kind = cfg.detector.get("box_classifier") or "lt_bench"
+    if kind not in BOX_CLASSIFIERS:
+        raise ConfigError(f"detector.box_classifier={kind!r}: expected one of {', '.join(BOX_CLASSIFIERS)}")
+    return kind == "stock"
+
+
 def check_detection_config(cfg: DictConfig) -> None:
     one_of("task.version", cfg.task.version, LVIS_VERSIONS)
     one_of("detection.evaluator", cfg.detection.evaluator, EVALUATORS)
@@ -31,7 +44,12 @@ def check_detection_config(cfg: DictConfig) -> None:
         positive_int("detection.val_images", cfg.detection.val_images)
     if cfg.get("detector") is None:
         raise ConfigError("task=lvis needs a detector (detector=mask_rcnn_r50, gol_r50, ...)")
-    DETECTION_LOSSES.check(cfg.detector.loss)
+    if is_stock(cfg):
+        if not cfg.detector.get("method"):
+            raise ConfigError(f"detector {cfg.detector.name} keeps its config's box classifier (box_classifier: stock): "
+                              "it must name the method its records are filed under (detector.method, e.g. seesaw)")
+    else:
+        DETECTION_LOSSES.check(cfg.detector.loss)
     for key in ("mmdet_config", "data_config"):
         if cfg.detector.get(key) and not config_file(cfg.detector[key]).is_file():
             raise ConfigError(f"detector.{key}={cfg.detector[key]}: no such file under the repository")
@@ -42,6 +60,8 @@ def check_detection_config(cfg: DictConfig) -> None:
 def validate_detection(cfg: DictConfig) -> None:
     """What needs the loss classes and the activations (torch, not mmdet)."""
     from lt_bench.activations import configured_activation
+    if is_stock(cfg):
+        return
     loss = DETECTION_LOSSES.get(cfg.detector.loss).cls
     activation = configured_activation(cfg, cfg.activation)
     if loss.binary_only and not activation.binary:

@@ -71,3 +71,12 @@ def test_a_typo_in_any_job_is_reported_before_the_first_starts():
     from lt_bench.errors import ConfigError
     with pytest.raises(ConfigError, match=r"multirun job #0 .*stage2.lr"):
         check_sweep(["-m", "+experiment=decoupled_baselines", "stage2.lr=-1"])
+
+
+def test_gol_table7_runs_each_detector_with_softmax_and_gumbel_on_the_random_sampler():
+    configs = jobs_of("+experiment=gol_table7")
+    cells = sorted((c.detector.name, c.activation) for c in configs)
+    assert cells == sorted((d, a) for d in ("mask_rcnn_r50", "mask_rcnn_r101", "mask_rcnn_x101_64x4d",
+                                            "cascade_mask_rcnn_r101", "htc_r101") for a in ("softmax", "gumbel"))
+    for cfg in configs:
+        assert cfg.task.name == "lvis" and cfg.detection.sampler == "random" and cfg.detector.loss == "activation_ce"

@@ -83,8 +83,8 @@ def plot(runs: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], out: Path, 
     top = max(float(c.max()) for _, c, _, _ in runs)
     for (_, name, low, high), shade in zip(GROUPS, ("#f4d6d6", "#f6ecd2", "#d9ead3")):
         ax.axvspan(low - 0.5 if low > 1 else 0.8, min(high + 0.5, top * 1.5), color=shade, alpha=0.6, lw=0)
-        ax.text(math.sqrt(max(low, 1) * min(high, top * 1.5)), 1.0, name, transform=ax.get_xaxis_transform(),
-                ha="center", va="bottom", fontsize=9, color="0.3")
+        ax.text(math.sqrt(max(low, 1) * min(high, top * 1.5)), 0.985, name, transform=ax.get_xaxis_transform(),
+                ha="center", va="top", fontsize=9, color="0.3")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (label, counts, groups, aps) in enumerate(runs):
         colour = colours[i % len(colours)]
@@ -101,7 +101,7 @@ def plot(runs: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], out: Path, 
     ax.set_ylabel(f"per-category {'mask' if metric == 'segm' else 'box'} AP (%)")
     ax.set_title(f"Per-category {'mask' if metric == 'segm' else 'box'} AP against training frequency")
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
+    ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
     fig.tight_layout()
     atomic_write(out, lambda f: fig.savefig(f, format="png"))
     plt.close(fig)

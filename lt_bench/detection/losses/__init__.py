@@ -5,8 +5,10 @@ module each, a class registered in ``DETECTION_LOSSES`` (``detector.loss`` names
 Each follows mmdet's loss interface and the hooks mmdet's BBoxHead asks a loss for
 (``base.py``).  No mmdet import here: the loss math is testable without the detection extra.
 """
+from lt_bench.detection.losses.acsl import ACSLLoss
 from lt_bench.detection.losses.activation_ce import ActivationCrossEntropyLoss
 from lt_bench.detection.losses.drop import DropLoss
 from lt_bench.detection.losses.eql import EQLLoss
+from lt_bench.detection.losses.federated import FederatedLoss
 
-__all__ = ["ActivationCrossEntropyLoss", "DropLoss", "EQLLoss"]
+__all__ = ["ACSLLoss", "ActivationCrossEntropyLoss", "DropLoss", "EQLLoss", "FederatedLoss"]

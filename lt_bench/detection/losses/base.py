@@ -8,12 +8,17 @@ loss math is testable without the detection extra.
 
 - ``ActivationCrossEntropyLoss``: C + 1 outputs, an explicit background logit, one-hot
   targets over C + 1 (binary activations) or softmax cross-entropy.
-- ``EQLLoss`` / ``DropLoss``: C outputs, background proposals have all-zero targets;
-  negative terms of tail categories (image frequency < lambda) are removed for foreground
-  proposals (EQL, Tan et al. 2020).  DropLoss (Hsieh et al. 2021) also removes them for
-  background proposals, each (proposal, tail category) term by its own Bernoulli draw: kept
-  with probability r, the share of tail categories among the batch's foreground labels; a
-  batch without foreground keeps them all (the GOL authors' ``DropLoss``).
+- C outputs, background proposals have all-zero targets, a binary activation (the others):
+  - ``EQLLoss`` / ``DropLoss``: negative terms of tail categories (image frequency < lambda)
+    are removed for foreground proposals (EQL, Tan et al. 2020).  DropLoss (Hsieh et al.
+    2021) also removes them for background proposals, each (proposal, tail category) term by
+    its own Bernoulli draw: kept with probability r, the share of tail categories among the
+    batch's foreground labels; a batch without foreground keeps them all (the GOL authors'
+    ``DropLoss``).
+  - ``ACSLLoss``: a foreground proposal keeps a negative term only where the class's own
+    probability is >= xi (Wang et al. 2021); background proposals keep every term.
+  - ``FederatedLoss``: every proposal's terms are restricted to one set of classes per batch,
+    its positives and negatives drawn by image count^0.5 (Zhou et al. 2021, detectron2).
 
 All reduce as "mean over proposals of the per-proposal sum over classes" (mmdet's
 ``avg_factor`` is the number of proposals), the activations' own convention.
@@ -36,6 +41,7 @@ class _ClassificationLoss(nn.Module):
     background_logit = False     # C + 1 outputs (an explicit background class) or C
     binary_only = False          # needs a binary activation (drops per-class negative terms)
     tail_frequencies = False     # needs the categories' image frequencies (lambda_, frequency_file)
+    image_counts = False         # needs the categories' image counts (frequency_file), not lambda_
     _grad_collector = None       # a grad_stats.PositiveGradientCollector while one is attached
 
     def __init__(self, activation: str = "gumbel", num_classes: int = 1203, loss_weight: float = 1.0,
@@ -75,28 +81,17 @@ class _ClassificationLoss(nn.Module):
         return loss
 
 
-class _TailAwareLoss(_ClassificationLoss):
-    """C outputs; negatives of tail categories (image frequency < lambda_) may be dropped."""
+class _BinaryClassLoss(_ClassificationLoss):
+    """C outputs (no background logit), a binary activation; a background proposal's targets
+    are all zero.  Subclasses choose which (proposal, class) terms count: ``kept_terms``."""
 
-    binary_only = tail_frequencies = True
+    binary_only = True
 
-    def __init__(self, activation: str = "gumbel", num_classes: int = 1203, lambda_: float = 0.0011,
-                 frequency_file: str | None = None, num_images: int | None = None,
-                 image_frequency: list[float] | None = None, **kwargs):
+    def __init__(self, activation: str = "gumbel", num_classes: int = 1203, **kwargs):
         super().__init__(activation, num_classes, **kwargs)
         if not self.activation.binary:
             raise ConfigError(f"{type(self).__name__} drops per-class negative terms: it needs a binary "
                               f"activation (sigmoid or gumbel), not {activation!r}")
-        if image_frequency is None:
-            if frequency_file is None:
-                raise ConfigError(f"{type(self).__name__} needs frequency_file (the LVIS training "
-                                  "annotations, or a categories file with num_images) or image_frequency")
-            image_frequency = load_category_stats(frequency_file, num_images).image_frequency
-        image_frequency = torch.as_tensor(image_frequency, dtype=torch.float64)
-        if image_frequency.numel() != num_classes:
-            raise ConfigError(f"{image_frequency.numel()} category frequencies for num_classes={num_classes}")
-        self.lambda_ = lambda_
-        self.register_buffer("tail", image_frequency < lambda_, persistent=False)
 
     def get_cls_channels(self, num_classes: int) -> int:
         if num_classes != self.num_classes:
@@ -108,8 +103,8 @@ class _TailAwareLoss(_ClassificationLoss):
         scores = self.activation.probs(cls_score)
         return torch.cat([scores, scores.new_zeros(scores.shape[0], 1)], dim=1)
 
-    def dropped_negatives(self, foreground: Tensor, labels: Tensor) -> Tensor:
-        """[N, C] bool: negative terms removed from the loss."""
+    def kept_terms(self, cls_score: Tensor, label: Tensor, foreground: Tensor, targets: Tensor) -> Tensor:
+        """[N, C] bool (or 0/1 float): the terms that count in the loss."""
         raise NotImplementedError
 
     def forward(self, cls_score: Tensor, label: Tensor, weight: Tensor | None = None,
@@ -117,7 +112,35 @@ class _TailAwareLoss(_ClassificationLoss):
         foreground = label < self.num_classes
         targets = torch.zeros_like(cls_score, dtype=torch.float32)
         targets[foreground, label[foreground]] = 1.0
-        keep = ~(self.dropped_negatives(foreground, label) & (targets == 0))
+        keep = self.kept_terms(cls_score, label, foreground, targets)
         elementwise = self.activation.elementwise_loss(cls_score, targets) * keep
         return self._watch(self._reduce(elementwise.sum(dim=1), weight, avg_factor, reduction_override),
                            cls_score, label, weight)
+
+
+class _TailAwareLoss(_BinaryClassLoss):
+    """C outputs; negatives of tail categories (image frequency < lambda_) may be dropped."""
+
+    tail_frequencies = True
+
+    def __init__(self, activation: str = "gumbel", num_classes: int = 1203, lambda_: float = 0.0011,
+                 frequency_file: str | None = None, num_images: int | None = None,
+                 image_frequency: list[float] | None = None, **kwargs):
+        super().__init__(activation, num_classes, **kwargs)
+        if image_frequency is None:
+            if frequency_file is None:
+                raise ConfigError(f"{type(self).__name__} needs frequency_file (the LVIS training "
+                                  "annotations, or a categories file with num_images) or image_frequency")
+            image_frequency = load_category_stats(frequency_file, num_images).image_frequency
+        image_frequency = torch.as_tensor(image_frequency, dtype=torch.float64)
+        if image_frequency.numel() != num_classes:
+            raise ConfigError(f"{image_frequency.numel()} category frequencies for num_classes={num_classes}")
+        self.lambda_ = lambda_
+        self.register_buffer("tail", image_frequency < lambda_, persistent=False)
+
+    def dropped_negatives(self, foreground: Tensor, labels: Tensor) -> Tensor:
+        """[N, C] bool: negative terms removed from the loss."""
+        raise NotImplementedError
+
+    def kept_terms(self, cls_score: Tensor, label: Tensor, foreground: Tensor, targets: Tensor) -> Tensor:
+        return ~(self.dropped_negatives(foreground, label) & (targets == 0))

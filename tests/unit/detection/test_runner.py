@@ -265,3 +265,42 @@ def test_table7_detectors_put_the_classifier_on_every_stage(make_cfg, tmp_path, 
         assert stage.fc_cls.out_features == 1204
         assert torch.all(stage.fc_cls.weight == 0.001) and torch.all(stage.fc_cls.bias == -2.0)
         assert stage.fc_reg.weight.std() < 0.01 and stage.shared_fcs[0].weight.unique().numel() > 1000
+
+
+@needs_shared
+@pytest.mark.parametrize("detector, sampled", [("seesaw_r50", False), ("seesaw_r50_rfs", True)])
+def test_stock_box_classifier_keeps_mmdets_seesaw_head(make_cfg, tmp_path, v1_stats, detector, sampled):
+    """detector.box_classifier: stock (mmdet's Seesaw LVIS configs, Table 8's context rows): the
+    config's loss, normalised linear predictor and init stay; only the width follows the file;
+    the record files it under detector.method; and its reference row is mmdet's model zoo's."""
+    import yaml
+    from importlib.resources import files
+    from lt_bench.detection.runner import resolve_scoring
+    cfg = make_cfg(*lvis_overrides(tmp_path, f"detector={detector}"))
+    validate(cfg)
+    mm = build(cfg, tmp_path, v1_stats)
+    head = mm.model["roi_head"]["bbox_head"]
+    assert dict(head["loss_cls"]) == {"type": "SeesawLoss", "p": 0.8, "q": 2.0, "num_classes": 1203, "loss_weight": 1.0,
+                                      "use_sigmoid": False}     # as mmdet merges its own config
+    assert head["cls_predictor_cfg"]["type"] == "NormedLinear" and "init_cfg" not in head
+    assert (mm.train_dataloader["dataset"]["type"] == "ClassBalancedDataset") == sampled
+    assert resolve_scoring(cfg) is None
+    v05 = load_category_stats(SHARED_LVIS / "lvis_v0.5_val_100.json")
+    narrow = build_mmdet_config(make_cfg(*lvis_overrides(tmp_path, "task.version=v0.5", f"detector={detector}")),
+                                tmp_path, v05, str(SHARED_LVIS / "lvis_v0.5_val_100.json"))
+    assert narrow.model["roi_head"]["bbox_head"]["loss_cls"]["num_classes"] == 1230
+    zoo = yaml.safe_load((files("mmdet") / ".mim" / "configs" / "seesaw_loss" / "metafile.yml").read_text())
+    name = {"seesaw_r50": "mask-rcnn_r50_fpn_random_seesaw_loss_mstrain_2x_lvis_v1",
+            "seesaw_r50_rfs": "mask-rcnn_r50_fpn_sample1e-3_seesaw_loss_mstrain_2x_lvis_v1"}[detector]
+    model = next(m for m in zoo["Models"] if m["Name"] == name)
+    metrics = {r["Task"]: r["Metrics"] for r in model["Results"]}
+    reference = next(e for e in load_references_file() if e.get("model") == detector)
+    assert (reference["AP"], reference["APbox"]) == (metrics["Instance Segmentation"]["mask AP"],
+                                                     metrics["Object Detection"]["box AP"])
+    with pytest.raises(ConfigError, match="must name the method"):
+        validate(make_cfg(*lvis_overrides(tmp_path, f"detector={detector}", "~detector.method")))
+
+
+def load_references_file():
+    from lt_bench.leaderboard_table import load_references
+    return load_references()
