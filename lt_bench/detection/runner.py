@@ -311,6 +311,8 @@ def box_classifier_loss(cfg: DictConfig, num_classes: int, frequency_file: str |
         loss["softmax_scores"] = resolve_scoring(cfg) == "softmax"
     if cls.tail_frequencies:
         loss.update(lambda_=float(lambda_), frequency_file=frequency_file)
+    elif cls.image_counts:
+        loss["frequency_file"] = frequency_file
     return loss
 
 

@@ -63,7 +63,7 @@ class FederatedLoss(_BinaryClassLoss):
         self.num_sampled_classes = int(num_sampled_classes)
         self.freq_weight_power = float(freq_weight_power)
         # float32 as detectron2's ``weight.float()``: the same weights give the same draw
-        self.register_buffer("class_weight", (counts ** 1.0).float(), persistent=False)
+        self.register_buffer("class_weight", (counts ** self.freq_weight_power).float(), persistent=False)
 
     def federated_classes(self, label: Tensor) -> Tensor:
         """[C] bool: the classes S of this batch (one draw of the global torch generator)."""

@@ -310,8 +310,6 @@ def test_validation_accepts_them_with_binary_activations_only(make_cfg, tmp_path
             validate(make_cfg(*lvis_overrides(tmp_path, f"detector.loss={loss}", "detection.scoring=softmax")))
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError, reason="runner.py's box_classifier_loss does not yet pass frequency_file to "
-                                       "image_counts losses (remove this marker with that change)")
 def test_runner_passes_the_frequency_file_to_the_federated_loss(make_cfg, tmp_path):
     pytest.importorskip("mmdet", reason="the detection extra is not installed (make det)")
     from lt_bench.detection.runner import box_classifier_loss
