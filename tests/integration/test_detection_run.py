@@ -44,6 +44,20 @@ def test_mask_rcnn_gumbel_trains_and_evaluates_on_real_lvis_annotations(make_cfg
     assert list((out).glob("epoch_1.pth"))
 
 
+def short_lvis_run(make_cfg, tmp_path, *overrides, train_images=2):
+    """run.py's task=lvis on the real LVIS v0.5 val_100 annotations with generated pixels (train =
+    val), at a small scale: a few iterations of batch 2 and an evaluation on 2 images."""
+    ann = SHARED_LVIS / "lvis_v0.5_val_100.json"
+    write_images(ann, tmp_path / "coco" / "val2017")
+    (tmp_path / "coco" / "train2017").symlink_to(tmp_path / "coco" / "val2017")
+    return run_detection(make_cfg(*lvis_overrides(
+        tmp_path, "task.version=v0.5", *overrides, f"data.train_ann={ann}", f"data.val_ann={ann}",
+        "detection.backbone_pretrained=null", "detection.max_epochs=1", f"detection.train_images={train_images}",
+        "detection.batch_size=2", "detection.num_workers=0", "detection.image_scale=[256,160]",
+        "detection.val_images=2", "detection.rpn_proposals=50", "detection.max_per_img=50", "device=cpu"),
+        out_dir=tmp_path / "run"))
+
+
 @pytest.mark.slow
 @needs_shared
 @pytest.mark.parametrize("detector", ["mask_rcnn_r101", "mask_rcnn_x101_64x4d", "cascade_mask_rcnn_r101", "htc_r101",
@@ -53,18 +67,8 @@ def test_table7_and_context_detectors_train_and_evaluate(make_cfg, tmp_path, det
     config (its own box classifier) through run.py's path: one training iteration (the Gumbel
     classifier on every stage) and an evaluation on real LVIS annotations with generated pixels,
     per-category AP in the record."""
-    ann = SHARED_LVIS / "lvis_v0.5_val_100.json"
-    write_images(ann, tmp_path / "coco" / "val2017")
-    (tmp_path / "coco" / "train2017").symlink_to(tmp_path / "coco" / "val2017")
-    out = tmp_path / "run"
-    cfg = make_cfg(*lvis_overrides(tmp_path, "task.version=v0.5", f"detector={detector}", "activation=gumbel",
-                                   "detection.sampler=random", f"data.train_ann={ann}", f"data.val_ann={ann}",
-                                   "detection.backbone_pretrained=null", "detection.max_epochs=1",
-                                   "detection.train_images=2", "detection.batch_size=2", "detection.num_workers=0",
-                                   "detection.image_scale=[256,160]", "detection.val_images=2",
-                                   "detection.rpn_proposals=50", "detection.max_per_img=50", "device=cpu"),
-                   out_dir=out)
-    record = run_detection(cfg)
+    record = short_lvis_run(make_cfg, tmp_path, f"detector={detector}", "activation=gumbel",
+                               "detection.sampler=random")
     assert record["iterations"] == 1 and record["sampler"] == "random" and record["detector"] == detector
     if detector == "seesaw_r50":      # random already: the switch changes nothing, the model is the detector
         assert (record["model"], record["method"], record["box_classifier"], record["activation"]) == \
@@ -80,17 +84,6 @@ def test_table7_and_context_detectors_train_and_evaluate(make_cfg, tmp_path, det
 def test_table6_losses_train_and_evaluate(make_cfg, tmp_path, loss):
     """ACSL and the federated loss (GOL's Table 6) with Gumbel through run.py's path: the loss gets
     the category statistics it needs from rank 0's file, trains two iterations and is evaluated."""
-    ann = SHARED_LVIS / "lvis_v0.5_val_100.json"
-    write_images(ann, tmp_path / "coco" / "val2017")
-    (tmp_path / "coco" / "train2017").symlink_to(tmp_path / "coco" / "val2017")
-    out = tmp_path / "run"
-    cfg = make_cfg(*lvis_overrides(tmp_path, "task.version=v0.5", f"detector.loss={loss}", "activation=gumbel",
-                                   f"data.train_ann={ann}", f"data.val_ann={ann}",
-                                   "detection.backbone_pretrained=null", "detection.max_epochs=1",
-                                   "detection.train_images=4", "detection.batch_size=2", "detection.num_workers=0",
-                                   "detection.image_scale=[256,160]", "detection.val_images=2",
-                                   "detection.rpn_proposals=50", "detection.max_per_img=50", "device=cpu"),
-                   out_dir=out)
-    record = run_detection(cfg)
+    record = short_lvis_run(make_cfg, tmp_path, f"detector.loss={loss}", "activation=gumbel", train_images=4)
     assert record["iterations"] == 2 and record["method"] == f"{loss}+gumbel" and record["loss"] == loss
     assert record["model"] == "mask_rcnn_r50" and record["scoring"] == "gumbel" and record["AP"] is not None

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lt_bench.errors import ConfigError, DataError, LtBenchError
-from lt_bench.fileio import atomic_write, atomic_write_json
+from lt_bench.detection.analysis.outputs import check_outputs, run_command, save_png
+from lt_bench.errors import ConfigError, DataError
+from lt_bench.fileio import atomic_write_json
 from lt_bench.records import RESULTS_FILE, read_records
 
 GROUPS = (("r", "rare", 1, 10), ("c", "common", 11, 100), ("f", "frequent", 101, math.inf))
@@ -77,15 +78,15 @@ def group_means(groups: np.ndarray, aps: np.ndarray) -> dict[str, float | None]:
 
 def plot(runs: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], out: Path, metric: str) -> None:
     import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(9, 5.2), dpi=110)
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(9, 5.2), dpi=110)
+    ax = fig.subplots()
     top = max(float(c.max()) for _, c, _, _ in runs)
     for (_, name, low, high), shade in zip(GROUPS, ("#f4d6d6", "#f6ecd2", "#d9ead3")):
         ax.axvspan(low - 0.5 if low > 1 else 0.8, min(high + 0.5, top * 1.5), color=shade, alpha=0.6, lw=0)
         ax.text(math.sqrt(max(low, 1) * min(high, top * 1.5)), 0.985, name, transform=ax.get_xaxis_transform(),
                 ha="center", va="top", fontsize=9, color="0.3")
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (label, counts, groups, aps) in enumerate(runs):
         colour = colours[i % len(colours)]
         ax.scatter(counts, aps, s=9, alpha=0.35, color=colour, lw=0)
@@ -103,8 +104,7 @@ def plot(runs: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], out: Path, 
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
     fig.tight_layout()
-    atomic_write(out, lambda f: fig.savefig(f, format="png"))
-    plt.close(fig)
+    save_png(fig, out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,13 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write the binned and per-group means here")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     args = parser.parse_args(argv)
-    try:
+    outputs = [Path(p) for p in (args.out, args.json) if p]
+
+    def body() -> None:
         if args.labels is not None and len(args.labels) != len(args.runs):
             raise ConfigError(f"--labels: {len(args.labels)} labels for {len(args.runs)} runs")
-        outputs = [Path(p) for p in (args.out, args.json) if p]
-        for path in outputs:
-            if path.exists() and not args.overwrite:
-                raise ConfigError(f"{path} exists: choose another file or pass --overwrite")
+        check_outputs(outputs, args.runs, args.overwrite)
         loaded = [load_run(p, args.metric) for p in args.runs]
         labels = args.labels or [str(r.get("method")) for r, *_ in loaded]
         runs = [(label, c, g, a) for label, (_, c, g, a) in zip(labels, loaded)]
@@ -133,11 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                 {"label": label, "source": str(path), "categories": int(len(a)), **group_means(g, a),
                  "bins": binned_means(c, a)} for (label, c, g, a), path in zip(runs, args.runs)]})
         print("\n".join(f"-> {p}" for p in outputs))
-        return 0
-    except LtBenchError as err:
-        print(f"{type(err).__name__}: {err}", file=sys.stderr)
-        return 2
 
+    return run_command("lt-bench det-ap-vs-frequency", body)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -35,8 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from lt_bench.detection.analysis.weight_norms import FREQUENCY_WORDS, check_outputs, save_png
-from lt_bench.errors import ConfigError, DataError, LtBenchError
+from lt_bench.detection.analysis.outputs import check_outputs, run_command, save_png
+from lt_bench.detection.analysis.weight_norms import FREQUENCY_WORDS
+from lt_bench.errors import ConfigError, DataError
 
 KIND = "lt_bench.det_distributions"
 JSON_NAME, PNG_NAME = "distributions.json", "distributions.png"
@@ -246,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", required=True, help="the folder for distributions.json and distributions.png")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     args = parser.parse_args(argv)
-    try:
+    def body() -> None:
         folder = Path(args.out_dir)
         if folder.exists() and not folder.is_dir():
             raise ConfigError(f"--out-dir {folder} is a file, not a folder")
@@ -261,14 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         from lt_bench.fileio import atomic_write_json
         print(f"-> {atomic_write_json(outputs[0], report)}")
         print(f"-> {plot_distributions(report, outputs[1])}")
-    except LtBenchError as err:
-        print(f"{type(err).__name__}: {err}", file=sys.stderr)
-        return 2
-    except ImportError as err:         # msgspec / matplotlib: the detection extra
-        print(f"lt-bench det-distributions needs the detection extra (pip install 'lt_bench[det]'): {err}",
-              file=sys.stderr)
-        return 2
-    return 0
+
+    return run_command("lt-bench det-distributions", body)
 
 
 if __name__ == "__main__":

@@ -18,14 +18,14 @@ names its classes, they must be the file's, in that order.  Outputs are never re
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from lt_bench.errors import ConfigError, DataError, LtBenchError
+from lt_bench.detection.analysis.outputs import check_outputs, run_command, save_png
+from lt_bench.errors import ConfigError, DataError
 
 KIND = "lt_bench.positive_gradients"
 GROUPS = (("f", "frequent"), ("c", "common"), ("r", "rare"))
@@ -205,15 +205,6 @@ def figure(result: dict, window: int | None = None):
     return fig
 
 
-def _check_out(out: Path, overwrite: bool, inputs: list[str], option: str) -> None:
-    if any(out.exists() and Path(p).exists() and out.samefile(p) for p in inputs):
-        raise ConfigError(f"{option} {out} is one of the input files")
-    if out.is_dir():
-        raise ConfigError(f"{option} {out}: is a folder; name the file to write")
-    if out.exists() and not overwrite:
-        raise ConfigError(f"{option} {out} exists; --overwrite replaces it")
-
-
 def report_text(result: dict) -> str:
     lines = []
     for run in result["runs"]:
@@ -238,37 +229,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=None, help="categories in the moving mean (default: C/40)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     args = parser.parse_args(argv)
-    try:
+    outputs = [Path(args.out)] + ([Path(args.json_out)] if args.json_out else [])
+
+    def body() -> None:
         inputs = [*args.stats, args.ann]
-        outs = [(Path(args.out), "--out")] + ([(Path(args.json_out), "--json")] if args.json_out else [])
-        if len(outs) == 2 and outs[0][0].resolve() == outs[1][0].resolve():
-            raise ConfigError(f"--out and --json are the same file {args.out}")
-        for out, option in outs:
-            _check_out(out, args.overwrite, inputs, option)
+        check_outputs(outputs, inputs, args.overwrite)
         if args.window is not None and args.window < 1:
             raise ConfigError(f"--window must be a positive integer, not {args.window}")
         result = analyse(args.stats, args.ann, args.labels, args.stage)
-        import matplotlib
-        matplotlib.use("Agg")
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-        from lt_bench.fileio import atomic_write, atomic_write_json
-        buf = io.BytesIO()
-        FigureCanvasAgg(figure(result, args.window)).print_png(buf)
-        for out, option in outs:                     # not made meanwhile
-            _check_out(out, args.overwrite, inputs, option)
+        fig = figure(result, args.window)
+        check_outputs(outputs, inputs, args.overwrite)      # not made meanwhile
         print(report_text(result), end="")
-        print(f"-> {atomic_write(args.out, lambda f: f.write(buf.getvalue()))}")
+        print(f"-> {save_png(fig, args.out)}")
         if args.json_out:
+            from lt_bench.fileio import atomic_write_json
             print(f"-> {atomic_write_json(args.json_out, result)}")
-    except LtBenchError as err:
-        print(f"{type(err).__name__}: {err}", file=sys.stderr)
-        return 2
-    except ImportError as err:
-        print(f"the positive-gradient plot needs matplotlib: {err}", file=sys.stderr)
-        return 2
-    return 0
 
+    return run_command("lt-bench det-gradients", body)
 
 if __name__ == "__main__":
     sys.exit(main())

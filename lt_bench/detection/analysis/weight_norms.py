@@ -24,7 +24,6 @@ global is refused before anything is built, naming the file and the global.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import pickle
 import re
@@ -36,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from lt_bench.errors import ConfigError, DataError, LtBenchError
+from lt_bench.detection.analysis.outputs import check_outputs, run_command, save_png
+from lt_bench.errors import ConfigError, DataError
 
 KIND = "lt_bench.det_weight_norms"
 DEFAULT_SUFFIX = "fc_cls.weight"
@@ -349,33 +349,6 @@ def plot_norms(report: Mapping[str, Any], out: str | os.PathLike) -> Path:
 # Shared by the analysis commands
 
 
-def save_png(fig, path: str | os.PathLike) -> Path:
-    """Draw ``fig`` on the Agg canvas (no pyplot, no global state) and write it atomically, as an
-    RGB PNG (the figure is opaque: no alpha channel, a tenth smaller)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from PIL import Image
-
-    from lt_bench.fileio import atomic_write
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(canvas.buffer_rgba())).convert("RGB").save(buf, format="png", optimize=True)
-    return atomic_write(path, lambda f: f.write(buf.getvalue()))
-
-
-def check_outputs(outputs: Sequence[Path], inputs: Sequence[str | os.PathLike], overwrite: bool) -> None:
-    """ConfigError when an output is a folder, an input, named twice, or exists without ``--overwrite``."""
-    if len({p.resolve() for p in outputs}) != len(outputs):
-        raise ConfigError(f"the outputs {', '.join(map(str, outputs))} must be different files")
-    for out in outputs:
-        if out.is_dir():
-            raise ConfigError(f"{out} is a folder; name the file to write")
-        if any(out.exists() and Path(p).exists() and out.samefile(p) for p in inputs):
-            raise ConfigError(f"{out} is one of the input files")
-        if out.exists() and not overwrite:
-            raise ConfigError(f"{out} exists; --overwrite replaces it")
-
-
 def main(argv: list[str] | None = None) -> int:
     """``lt-bench det-weight-norms CKPT_A [CKPT_B ...] --ann CATEGORIES --out norms.png
     [--json norms.json] [--labels A B ...] [--key KEY] [--overwrite]``."""
@@ -395,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     args = parser.parse_args(argv)
     outputs = [Path(args.out)] + ([Path(args.json)] if args.json else [])
-    try:
+
+    def body() -> None:
         if Path(args.out).suffix.lower() != ".png":
             raise ConfigError(f"--out {args.out}: name a .png file")
         inputs = [*args.checkpoints, args.ann]
@@ -412,14 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             from lt_bench.fileio import atomic_write_json
             print(f"-> {atomic_write_json(args.json, report)}")
-    except LtBenchError as err:
-        print(f"{type(err).__name__}: {err}", file=sys.stderr)
-        return 2
-    except ImportError as err:         # torch / msgspec / matplotlib: the detection extra
-        print(f"lt-bench det-weight-norms needs the detection extra (pip install 'lt_bench[det]'): {err}",
-              file=sys.stderr)
-        return 2
-    return 0
+
+    return run_command("lt-bench det-weight-norms", body)
 
 
 if __name__ == "__main__":
