@@ -30,6 +30,8 @@ VARIANTS = {   # name -> run.py overrides
     "gumbel": ["activation=gumbel"],
     "eql+gumbel": ["activation=gumbel", "detector.loss=eql"],
     "drop+gumbel": ["activation=gumbel", "detector.loss=drop"],
+    "acsl+gumbel": ["activation=gumbel", "detector.loss=acsl"],
+    "federated+gumbel": ["activation=gumbel", "detector.loss=federated"],
 }
 ABLATION = "gumbel with the old init bug (fc6/fc7 constant)"
 
