@@ -83,6 +83,12 @@ class Activation:
         """Classifier bias that makes every initial class score 1/C when the weights are zero."""
         raise NotImplementedError
 
+    def bias_for_prob(self, prob: float) -> float:
+        """The logit whose probability is ``prob`` (a binary activation's inverse): a classifier
+        bias that starts every score at ``prob`` when the weights are near zero."""
+        raise ConfigError(f"{type(self).__name__.lower()} scores a class from all logits together: no bias "
+                          "gives one class a chosen probability (use a binary activation)")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -100,6 +106,14 @@ class BinaryActivation(Activation):
     def sample_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         targets = F.one_hot(labels, logits.shape[-1]).float()
         return self.elementwise_loss(logits, targets).sum(dim=-1)
+
+    def loss_probs(self, logits: Tensor) -> Tensor:
+        """The probabilities as the loss sees them (Gumbel: after its clamp and temperature),
+        float32, differentiable with finite gradients everywhere: a focal loss's modulation."""
+        raise NotImplementedError
+
+    def prior_bias(self, num_classes: int) -> float:
+        return self.bias_for_prob(1.0 / num_classes)
 
 
 @ACTIVATIONS.register("softmax")
@@ -125,8 +139,22 @@ class Sigmoid(BinaryActivation):
                 _float32(logits), targets.float(), reduction="none"
             )
 
-    def prior_bias(self, num_classes: int) -> float:
-        return -math.log(num_classes - 1)  # sigmoid(b) = 1/C
+    def loss_probs(self, logits: Tensor) -> Tensor:
+        with torch.autocast(logits.device.type, enabled=False):
+            return torch.sigmoid(_float32(logits))
+
+    def bias_for_prob(self, prob: float) -> float:
+        _check_prob(prob)
+        return math.log(prob / (1.0 - prob))   # 1/C: -log(C - 1)
+
+
+# Below -this logit, the Gumbel probability and its derivative are 0 in float64 (exp(-e^40)).
+_GUMBEL_PROBS_FROM = 40.0
+
+
+def _check_prob(prob: float) -> None:
+    if not 0.0 < prob < 1.0:
+        raise ConfigError(f"a prior probability must be in (0, 1), got {prob}")
 
 
 # Above this logit, -log(1 - p) = z + u/2 + O(u^2) with u = exp(-z) < 2.1e-9: the series is
@@ -218,12 +246,53 @@ class Gumbel(BinaryActivation):
                 return F.binary_cross_entropy(probs, targets.float(), reduction="none")
             return _GumbelBCE.apply(z, targets.float())
 
-    def prior_bias(self, num_classes: int) -> float:
-        # exp(-exp(-b / T)) = 1/C  <=>  b = -T log(log C)
-        return -self.temperature * math.log(math.log(num_classes))
+    def loss_probs(self, logits: Tensor) -> Tensor:
+        with torch.autocast(logits.device.type, enabled=False):
+            z = _float32(logits)
+            if self.clamp is not None:
+                z = z.clamp(*self.clamp)
+            # below z = -_GUMBEL_PROBS_FROM, p = exp(-exp(-z)) and dp/dz = p exp(-z) are 0 in
+            # float64 already; the floor keeps autograd from multiplying 0 by an infinite exp(-z)
+            z = (z / self.temperature).clamp(min=-_GUMBEL_PROBS_FROM)
+            return torch.exp(-torch.exp(-z))
+
+    def bias_for_prob(self, prob: float) -> float:
+        # exp(-exp(-b / T)) = p  <=>  b = -T log(-log p)   (1/C: -T log(log C))
+        _check_prob(prob)
+        return -self.temperature * math.log(-math.log(prob))
 
     def __repr__(self) -> str:
         return f"Gumbel(clamp={self.clamp}, temperature={self.temperature}, gradient={self.gradient})"
+
+
+def focal_loss(activation: BinaryActivation, logits: Tensor, targets: Tensor, gamma: float = 2.0,
+               alpha: float | None = 0.25) -> Tensor:
+    """Focal loss (Lin et al. 2017) over a binary activation's probabilities, per (sample, class):
+
+        FL = w * pt^gamma * BCE(p, t),   pt = p (1 - t) + (1 - p) t,   w = alpha t + (1 - alpha)(1 - t)
+
+    with p the activation's ``loss_probs`` and BCE its own ``elementwise_loss`` (closed form;
+    for Gumbel its clamp, temperature and gradient mode).  With the sigmoid this is mmdet's
+    ``py_sigmoid_focal_loss`` (the modulation is differentiated too, as there); gamma = 0 and
+    alpha = None give the activation's BCE.  ``alpha=None``: no class-weighting (w = 1)."""
+    if gamma < 0:
+        raise ConfigError(f"focal gamma must be >= 0, got {gamma}")
+    if alpha is not None and not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"focal alpha must be in [0, 1] or None, got {alpha}")
+    with torch.autocast(logits.device.type, enabled=False):
+        targets = targets.float()
+        bce = activation.elementwise_loss(logits, targets)
+        if gamma == 0 and alpha is None:
+            return bce
+        p = activation.loss_probs(logits)
+        pt = p * (1.0 - targets) + (1.0 - p) * targets
+        if gamma == 0:
+            weight = torch.ones_like(pt)
+        else:   # below gamma = 1, d pt^gamma / d pt is infinite at pt = 0: floor pt there
+            weight = (pt if gamma >= 1 else pt.clamp(min=1e-30)).pow(gamma)
+        if alpha is not None:
+            weight = weight * (alpha * targets + (1.0 - alpha) * (1.0 - targets))
+        return _weighted(weight, bce)
 
 
 class ClassifierInit:
@@ -263,6 +332,21 @@ class PaperInit(ClassifierInit):
         linear.weight.fill_(0.001)
         if linear.bias is not None:
             linear.bias.fill_(activation.detection_bias)
+
+
+@CLASSIFIER_INITS.register("focal_prior")
+class FocalPriorInit(ClassifierInit):
+    """Lin et al.'s focal-loss start, in the activation's own probability: the bias so that every
+    initial score is pi = 0.01 (sigmoid: -log(99) = -4.595, mmdet's ``bias_prob=0.01``; Gumbel:
+    -log(log 100) = -1.527, inside its loss clamp where the sigmoid's -4.595 is not); the weights
+    stay as they are (mmdet's dense heads draw them N(0, 0.01^2) first, as Lin et al.)."""
+
+    PI = 0.01
+
+    @torch.no_grad()
+    def __call__(self, linear: nn.Module, activation: Activation) -> None:
+        if linear.bias is not None:
+            linear.bias.fill_(activation.bias_for_prob(self.PI))
 
 
 def init_classifier(linear: nn.Linear, activation: Activation, scheme: str) -> None:

@@ -296,7 +296,11 @@ def _build_table(kind: str, records: list[dict], references: list[dict], metrics
                     cell.paper = float(paper)
                     cell.delta = None if cell.mean is None else cell.mean - cell.paper
     rows = sorted({r for (r, _, _) in cells}, key=Row.sort_key)
-    return Table(kind, metrics, columns, rows, cells)
+    table = Table(kind, metrics, columns, rows, cells)
+    box_only = sorted({str(r.get("model")) for r in records if r.get("ap_type") == "bbox"})
+    if box_only:
+        table.notes.append(f"{', '.join(box_only)}: a box-only detector; its AP, APr, APc, APf are box AP")
+    return table
 
 
 MIN_SETUP_PREFIX = 6      # as many hex digits as a row label shows ([cfg 8d2bb6])

@@ -43,7 +43,7 @@ class ActivationClassifierInit(BaseInit):
 
     def __call__(self, module: nn.Module) -> None:
         def init(layer: nn.Module) -> None:
-            if not isinstance(layer, nn.Linear):
+            if not isinstance(layer, (nn.Linear, nn.Conv2d)):   # a box head's fc_cls, a dense head's conv
                 return
             if self.wholemodule or set(self.layer) & {type(layer).__name__, *_get_bases_name(layer)}:
                 init_classifier(layer, self.activation, self.scheme)

@@ -33,7 +33,7 @@ from lt_bench.detection.categories import (ANNOTATED_TRAIN_IMAGES, CategoryStats
 from lt_bench.detection.evaluation import SUMMARY_KEYS
 from lt_bench.detection.grad_stats import positive_gradient_hook
 from lt_bench.detection.validate import LVIS_VERSIONS as VERSIONS
-from lt_bench.detection.validate import is_stock
+from lt_bench.detection.validate import classifier_scheme, is_dense, is_stock
 from lt_bench.errors import ConfigError, DataError, LtBenchError
 from lt_bench.fileio import atomic_write_json
 from lt_bench.records import SCHEMA_VERSION, git_revision, upsert_record
@@ -166,6 +166,9 @@ def apply_switches(mm, cfg: DictConfig):
     if det.enh is not None:
         if not isinstance(det.enh, bool):
             raise ConfigError(f"detection.enh={det.enh!r}: expected true, false or null (the config's)")
+        if "roi_head" not in mm.model:
+            raise ConfigError(f"detection.enh={det.enh} switches a mask head and a second stage's box NMS; "
+                              f"detector {cfg.detector.name} has neither (a dense detector)")
         for head in as_list(mm.model["roi_head"].get("mask_head") or []):
             if det.enh:
                 head["predictor_cfg"] = dict(type="NormedConv2d", tempearture=NORMED_MASK_TEMPERATURE)
@@ -186,14 +189,21 @@ def apply_switches(mm, cfg: DictConfig):
 
 def switches_in(mm) -> dict:
     """What the final config trains with: the record's sampler, enh and schedule."""
-    heads = as_list(mm.model["roi_head"].get("mask_head") or [])
+    heads = as_list((mm.model.get("roi_head") or {}).get("mask_head") or [])
     normed = bool(heads) and all((h.get("predictor_cfg") or {}).get("type") == "NormedConv2d" for h in heads)
-    nms = mm.model["test_cfg"]["rcnn"].get("nms", {}).get("iou_threshold")
+    nms = final_test_cfg(mm).get("nms", {}).get("iou_threshold")
     steppers = [s for s in mm.param_scheduler if s.get("type") == "MultiStepLR"]
     return {"sampler": "rfs" if mm.train_dataloader["dataset"].get("type") == "ClassBalancedDataset" else "random",
             "enh": normed and nms == ENH_NMS_IOU, "normed_mask": normed, "nms_iou": nms,
             "schedule_epochs": int(mm.train_cfg["max_epochs"]),
             "lr_steps": list(steppers[0]["milestones"]) if len(steppers) == 1 else None}
+
+
+def final_test_cfg(mm) -> dict:
+    """The test settings of the detector's last stage: an R-CNN's ``test_cfg.rcnn``, a dense
+    detector's ``test_cfg`` itself (score_thr, nms, max_per_img)."""
+    test_cfg = mm.model["test_cfg"]
+    return test_cfg["rcnn"] if "rcnn" in test_cfg else test_cfg
 
 
 def _set_image_scale(pipeline: list, scale: tuple[int, int]) -> None:
@@ -265,11 +275,14 @@ def apply_run_settings(mm, cfg: DictConfig, out_dir: Path, class_names: tuple[st
         mm.val_dataloader = mm.val_cfg = mm.val_evaluator = None
     else:
         mm.train_cfg["val_interval"] = int(det.val_interval)
-    rcnn_test = mm.model["test_cfg"]["rcnn"]
+    last_test = final_test_cfg(mm)
     for key in ("score_thr", "max_per_img"):
         if det[key] is not None:
-            rcnn_test[key] = det[key]
+            last_test[key] = det[key]
     if det.rpn_proposals is not None:
+        if "rpn" not in mm.model["test_cfg"]:
+            raise ConfigError(f"detection.rpn_proposals={det.rpn_proposals}: detector {cfg.detector.name} has no "
+                              "region proposal network (a dense detector)")
         mm.model["test_cfg"]["rpn"]["max_per_img"] = int(det.rpn_proposals)
     mm.load_from = det.load_from
     mm.work_dir = str(out_dir)
@@ -292,13 +305,25 @@ def default_head_init(head: dict) -> list[dict] | None:
 
     from mmdet.registry import MODELS
     probe = copy.deepcopy(dict(head))
-    probe.update(init_cfg=None, num_classes=1, loss_cls=dict(type="CrossEntropyLoss", use_sigmoid=False))
-    for key in ("in_channels", "fc_out_channels", "conv_out_channels", "roi_feat_size"):
+    probe.pop("init_cfg", None)     # the class's own default (a RetinaHead's is not None)
+    probe.update(num_classes=1, loss_cls=dict(type="CrossEntropyLoss", use_sigmoid=False))
+    for key in ("in_channels", "fc_out_channels", "conv_out_channels", "roi_feat_size", "feat_channels"):
         if key in probe:
             probe[key] = 1
     with torch.random.fork_rng(devices=[]):
         init_cfg = MODELS.build(probe).init_cfg
     return copy.deepcopy(init_cfg) if init_cfg else None
+
+
+def dense_classifier_name(init_cfg) -> str:
+    """The classifier conv of a dense head: the layer mmdet's own init gives the focal-loss prior
+    (``bias_prob``; RetinaHead: ``retina_cls``), so nothing is hard-coded per head class."""
+    found = {o["name"] for entry in as_list(init_cfg or []) for o in as_list(entry.get("override") or [])
+             if "bias_prob" in o}
+    if len(found) != 1:
+        raise ConfigError(f"cannot tell the classifier of this dense head from mmdet's init {init_cfg!r}: "
+                          f"expected one override with bias_prob, found {sorted(found)}")
+    return found.pop()
 
 
 def box_classifier_loss(cfg: DictConfig, num_classes: int, frequency_file: str | None = None,
@@ -331,6 +356,8 @@ def apply_box_classifier(mm, cfg: DictConfig, stats: CategoryStats, frequency_fi
     """The box classifier from lt_bench: loss (and its activation), width, scoring and init, on
     every box head (each stage of a cascade has its own classifier and loss, as in mmdet's
     cascade configs), and the width of every mask head."""
+    if is_dense(cfg):
+        return _apply_dense_classifier(mm, cfg, stats, frequency_file)
     roi = mm.model["roi_head"]
     if is_stock(cfg):               # the config's loss, predictor and init; only the width is the file's
         for head in as_list(roi["bbox_head"]):
@@ -346,11 +373,32 @@ def apply_box_classifier(mm, cfg: DictConfig, stats: CategoryStats, frequency_fi
         # stock loss's keys (use_sigmoid, ...) in ours
         head["loss_cls"] = box_classifier_loss(cfg, len(stats.ids), frequency_file, lambda_of(cfg))
         # mmdet's own init (the head's defaults), then the classifier's (``keep``: mmdet's stays)
-        head["init_cfg"] = (default_head_init(head) or []) + [
-            dict(type="ActivationClassifierInit", activation=cfg.activation, scheme=cfg.detection.classifier_init,
+        head["init_cfg"] = as_list(default_head_init(head) or []) + [
+            dict(type="ActivationClassifierInit", activation=cfg.activation, scheme=classifier_scheme(cfg),
                  activation_options=activation_options(cfg, cfg.activation), override=dict(name="fc_cls"))]
     for head in as_list(roi.get("mask_head") or []):
         head["num_classes"] = len(stats.ids)
+    return mm
+
+
+def _apply_dense_classifier(mm, cfg: DictConfig, stats: CategoryStats, frequency_file: str | None):
+    """A dense detector's head (RetinaNet): the run's loss over its activation, C outputs, and
+    mmdet's own head init followed by the classifier init on its classifier conv."""
+    head = mm.model.get("bbox_head")
+    if head is None or "roi_head" in mm.model:
+        raise ConfigError(f"detector {cfg.detector.name} is declared dense (detector.kind), but its mmdet config "
+                          f"{cfg.detector.mmdet_config} has {'a roi_head' if head is not None else 'no bbox_head'}")
+    if is_stock(cfg):
+        head["num_classes"] = len(stats.ids)
+        return mm
+    head["num_classes"] = len(stats.ids)
+    recipe = head.get("loss_cls") or {}       # the config's focal gamma and alpha stay the detector's recipe
+    head["loss_cls"] = {**box_classifier_loss(cfg, len(stats.ids), frequency_file, lambda_of(cfg)), "use_sigmoid": True,
+                        **{k: recipe[k] for k in ("gamma", "alpha") if k in recipe}}
+    own = as_list(default_head_init(head) or [])   # a RetinaHead's default is one dict
+    head["init_cfg"] = own + [
+        dict(type="ActivationClassifierInit", activation=cfg.activation, scheme=classifier_scheme(cfg),
+             activation_options=activation_options(cfg, cfg.activation), override=dict(name=dense_classifier_name(own)))]
     return mm
 
 
@@ -411,7 +459,9 @@ def _record(cfg: DictConfig, metrics: dict, seconds: float, world_size: int, run
             return {k: 0.0 for k in SUMMARY_KEYS}
         values = {k: float(metrics[f"lvis/{kind}_{k}"]) for k in SUMMARY_KEYS if f"lvis/{kind}_{k}" in metrics}
         return {k: 100.0 * v if v >= 0 else None for k, v in values.items()}
-    segm, bbox = pick("segm"), pick("bbox")
+    ap_type = run.get("ap_type", "segm")
+    segm, bbox = pick("segm") if ap_type == "segm" else {}, pick("bbox")
+    headline = segm if ap_type == "segm" else bbox
     stock = is_stock(cfg)
     if stock:
         method, activation, loss = str(cfg.detector.method), None, None
@@ -425,10 +475,10 @@ def _record(cfg: DictConfig, metrics: dict, seconds: float, world_size: int, run
         "method": method,
         "activation": activation, "activation_options": None if stock else activation_options(cfg, activation),
         "loss": loss, "box_classifier": "stock" if stock else "lt_bench", "scoring": resolve_scoring(cfg),
-        "classifier_init": None if stock else cfg.detection.classifier_init,
+        "classifier_init": None if stock else classifier_scheme(cfg),
         "eval_split": "val",
-        # mask AP (the paper's AP) and box AP, percentages
-        **{k: segm.get(k) for k in ("AP", "AP50", "AP75", "APr", "APc", "APf")}, "APbox": bbox.get("AP"),
+        # mask AP (the paper's AP; box AP for a box-only detector, ap_type bbox) and box AP, percentages
+        **{k: headline.get(k) for k in ("AP", "AP50", "AP75", "APr", "APc", "APf")}, "APbox": bbox.get("AP"),
         "segm": segm, "bbox": bbox, "no_detections": empty,
         **run,
         "seed": int(cfg.seed), "config_hash": config_hash(cfg), "setup_hash": config_hash(cfg, exclude=("seed",)),
@@ -496,6 +546,11 @@ def run_detection(cfg: DictConfig) -> dict:
             run.update({"lambda": lambda_of(cfg), "tail_categories": int(stats.tail(lambda_of(cfg)).sum()),
                         "frequency_images": stats.num_images})
         run.update(switches_in(mm))
+        run["ap_type"] = "segm" if "segm" in as_list(mm.test_evaluator.get("metric", "bbox")) else "bbox"
+        if is_dense(cfg) and not is_stock(cfg):
+            loss_cfg = mm.model["bbox_head"]["loss_cls"]
+            run.update(focal_gamma=float(loss_cfg.get("gamma", 2.0)),
+                       focal_alpha=None if loss_cfg.get("alpha", 0.25) is None else float(loss_cfg.get("alpha", 0.25)))
         run["per_category"] = per_category_record(runner, stats) if ctx.is_main else None
         record = _record(cfg, metrics, time.perf_counter() - started, ctx.world_size, run)
         if ctx.is_main:

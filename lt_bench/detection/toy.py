@@ -140,10 +140,11 @@ def make_toy_lvis(root: str | Path, num_images: int = 200, image_size: int = 128
     return ToySet(ann_file=ann_file, image_root=root, num_images=num_images, image_counts=tuple(image_counts))
 
 
-def run_overrides(toy: ToySet, out_dir: str | Path, seed: int = 0) -> list[str]:
-    """run.py overrides that train the small Mask R-CNN (``detector=toy_mask_rcnn``) on ``toy``
-    and evaluate it on the same images (training-set AP), on CPU."""
-    return ["task=lvis", "detector=toy_mask_rcnn", f"data.root={toy.image_root}", f"data.train_ann={toy.ann_file}",
+def run_overrides(toy: ToySet, out_dir: str | Path, seed: int = 0, detector: str = "toy_mask_rcnn") -> list[str]:
+    """run.py overrides that train a small detector (the Mask R-CNN ``toy_mask_rcnn``, or the
+    RetinaNet ``toy_retinanet``) on ``toy`` and evaluate it on the same images (training-set
+    AP), on CPU."""
+    return ["task=lvis", f"detector={detector}", f"data.root={toy.image_root}", f"data.train_ann={toy.ann_file}",
             f"data.val_ann={toy.ann_file}", "detection.backbone_pretrained=null", "detection.batch_size=4",
             "detection.num_workers=0", f"detection.lambda={TOY_LAMBDA}", "device=cpu", "progress=false",
             f"seed={seed}", f"out_dir={out_dir}"]

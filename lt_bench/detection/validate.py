@@ -21,6 +21,29 @@ SCORINGS = ("auto", "activation", "softmax")
 
 
 BOX_CLASSIFIERS = ("lt_bench", "stock")
+DETECTOR_KINDS = ("two_stage", "dense")
+
+
+def is_dense(cfg: DictConfig) -> bool:
+    """``detector.kind: dense``: a one-stage detector whose classifier is a dense head at the
+    model's top (RetinaNet: ``model.bbox_head``), scored per anchor; ``two_stage`` (the default):
+    an R-CNN whose box classifier sits in ``model.roi_head``."""
+    kind = cfg.detector.get("kind") or "two_stage"
+    if kind not in DETECTOR_KINDS:
+        raise ConfigError(f"detector.kind={kind!r}: expected one of {', '.join(DETECTOR_KINDS)}")
+    return kind == "dense"
+
+
+def classifier_scheme(cfg: DictConfig) -> str:
+    """The classifier init: the detector's own (``detector.classifier_init``, a dense head's
+    focal_prior) where it sets one, else ``detection.classifier_init`` (box heads: paper)."""
+    own = cfg.detector.get("classifier_init")
+    if own is None:
+        return cfg.detection.classifier_init
+    if cfg.detection.classifier_init != "paper":
+        raise ConfigError(f"detector {cfg.detector.name} sets its classifier init (detector.classifier_init={own}); "
+                          f"change that instead of detection.classifier_init={cfg.detection.classifier_init}")
+    return own
 
 
 def is_stock(cfg: DictConfig) -> bool:
@@ -38,6 +61,9 @@ def check_detection_config(cfg: DictConfig) -> None:
     one_of("detection.evaluator", cfg.detection.evaluator, EVALUATORS)
     ACTIVATIONS.check(cfg.activation)
     CLASSIFIER_INITS.check(cfg.detection.classifier_init, "detection.classifier_init")
+    if cfg.get("detector") is not None:
+        CLASSIFIER_INITS.check(classifier_scheme(cfg), "detector.classifier_init")
+        is_dense(cfg)
     one_of("detection.scoring", cfg.detection.scoring, SCORINGS)
     positive_int("detection.batch_size (images per iteration over all GPUs)", cfg.detection.batch_size)
     if cfg.detection.val_images is not None:
@@ -63,10 +89,15 @@ def validate_detection(cfg: DictConfig) -> None:
     if is_stock(cfg):
         return
     loss = DETECTION_LOSSES.get(cfg.detector.loss).cls
+    if loss.dense != is_dense(cfg):
+        kind = "a dense head's (RetinaNet: focal)" if loss.dense else "a two-stage box head's"
+        raise ConfigError(f"detector.loss={cfg.detector.loss} is {kind} loss; detector {cfg.detector.name} is "
+                          f"{'dense' if is_dense(cfg) else 'two-stage'}: "
+                          f"{'use detector.loss=focal' if is_dense(cfg) else 'choose a box-head loss'}")
     activation = configured_activation(cfg, cfg.activation)
     if loss.binary_only and not activation.binary:
-        raise ConfigError(f"detector {cfg.detector.name} uses {cfg.detector.loss}, which drops per-class "
-                          f"negative terms: activation must be sigmoid or gumbel, not {cfg.activation}")
+        raise ConfigError(f"detector {cfg.detector.name} uses {cfg.detector.loss}, which scores each class on its "
+                          f"own: it needs a binary activation (sigmoid or gumbel), not {cfg.activation}")
     if cfg.detection.scoring == "softmax" and not loss.background_logit:
         raise ConfigError(f"detection.scoring=softmax needs the C + 1 outputs of activation_ce; detector "
                           f"{cfg.detector.name} uses {cfg.detector.loss} (C outputs, no background logit)")

@@ -495,3 +495,14 @@ def test_same_setup_merges_the_named_setups_and_says_so(runs, capsys):
                            (["cccc2222=cccc2222"], "merged into itself")):
         with pytest.raises(ConfigError, match=message):
             leaderboard_text([runs], "md", same_setup=pairs)
+
+
+def test_a_box_only_detectors_ap_is_named_box_ap_under_the_table(tmp_path):
+    records = [det("focal+gumbel", 30.0, "r1", model="retinanet_r50", ap_type="bbox"),
+               det("gumbel", 19.5, "m1", ap_type="segm")]
+    (tmp_path / "results.json").write_text(json.dumps(records))
+    text = leaderboard_text([tmp_path], "md")
+    assert "- retinanet_r50: a box-only detector; its AP, APr, APc, APf are box AP" in text
+    assert "mask_rcnn_r50:" not in text
+    (tmp_path / "results.json").write_text(json.dumps(records[1:]))
+    assert "box-only" not in leaderboard_text([tmp_path], "md")

@@ -10,5 +10,6 @@ from lt_bench.detection.losses.activation_ce import ActivationCrossEntropyLoss
 from lt_bench.detection.losses.drop import DropLoss
 from lt_bench.detection.losses.eql import EQLLoss
 from lt_bench.detection.losses.federated import FederatedLoss
+from lt_bench.detection.losses.focal import ActivationFocalLoss
 
-__all__ = ["ACSLLoss", "ActivationCrossEntropyLoss", "DropLoss", "EQLLoss", "FederatedLoss"]
+__all__ = ["ACSLLoss", "ActivationCrossEntropyLoss", "ActivationFocalLoss", "DropLoss", "EQLLoss", "FederatedLoss"]

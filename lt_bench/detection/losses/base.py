@@ -40,6 +40,7 @@ from lt_bench.errors import ConfigError
 class _ClassificationLoss(nn.Module):
     background_logit = False     # C + 1 outputs (an explicit background class) or C
     binary_only = False          # needs a binary activation (drops per-class negative terms)
+    dense = False                # a dense head's loss (RetinaNet: focal) rather than a box head's
     tail_frequencies = False     # needs the categories' image frequencies (lambda_, frequency_file)
     image_counts = False         # needs the categories' image counts (frequency_file), not lambda_
     _grad_collector = None       # a grad_stats.PositiveGradientCollector while one is attached

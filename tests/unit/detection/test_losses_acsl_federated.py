@@ -304,7 +304,7 @@ def test_validation_accepts_them_with_binary_activations_only(make_cfg, tmp_path
     for loss in ("acsl", "federated"):
         for activation in ("sigmoid", "gumbel"):
             validate(make_cfg(*lvis_overrides(tmp_path, f"detector.loss={loss}", f"activation={activation}")))
-        with pytest.raises(ConfigError, match="activation must be sigmoid or gumbel, not softmax"):
+        with pytest.raises(ConfigError, match=r"needs a binary activation \(sigmoid or gumbel\), not softmax"):
             validate(make_cfg(*lvis_overrides(tmp_path, f"detector.loss={loss}", "activation=softmax")))
         with pytest.raises(ConfigError, match="detection.scoring=softmax needs the C \\+ 1 outputs"):
             validate(make_cfg(*lvis_overrides(tmp_path, f"detector.loss={loss}", "detection.scoring=softmax")))

@@ -107,7 +107,7 @@ def test_lvis_v05_and_config_errors(make_cfg, tmp_path, v1_stats):
     assert official.test_evaluator["type"] == "LVISMetric" and official.test_evaluator["metric"] == ["bbox", "segm"]
     with pytest.raises(ConfigError, match="unknown detection.evaluator 'coco'; valid: fast, lvis"):
         validate(make_cfg(*lvis_overrides(tmp_path, "detection.evaluator=coco")))
-    with pytest.raises(ConfigError, match="activation must be sigmoid or gumbel, not softmax"):
+    with pytest.raises(ConfigError, match=r"needs a binary activation \(sigmoid or gumbel\), not softmax"):
         validate(make_cfg(*lvis_overrides(tmp_path, "detector=gol_r50", "activation=softmax")))
     with pytest.raises(ConfigError, match="unknown activation 'gumble'"):
         validate(make_cfg(*lvis_overrides(tmp_path, "activation=gumble")))
