@@ -1,5 +1,5 @@
-"""LVIS annotation files checked before training: a missing key fails here, naming the file
-and the image, annotation or category id, instead of deep inside mmdet or the lvis API."""
+"""LVIS (and COCO) annotation files checked before training: a missing key fails here, naming
+the file and the image, annotation or category id, instead of deep inside mmdet or the lvis API."""
 from __future__ import annotations
 
 import json
@@ -16,33 +16,42 @@ REQUIRED = {
     "annotations": ("id", "image_id", "category_id", "bbox", "area", "segmentation"),
     "categories": ("id", "name", "frequency"),
 }
+# What mmdet's CocoDataset and pycocotools' COCOeval read (boxes; masks only where given).
+REQUIRED_COCO = {
+    "images": ("id", "height", "width", "file_name"),
+    "annotations": ("id", "image_id", "category_id", "bbox", "area", "iscrowd"),
+    "categories": ("id", "name"),
+}
+FORMATS = {"lvis": ("LVIS", REQUIRED), "coco": ("COCO", REQUIRED_COCO)}
 SINGULAR = {"images": "image", "annotations": "annotation", "categories": "category"}
 FREQUENCIES = ("r", "c", "f")
 MAX_REPORTED = 10
 
 
-def check_lvis_annotations(path: str | os.PathLike) -> dict:
+def check_lvis_annotations(path: str | os.PathLike, task: str = "lvis") -> dict:
     """The parsed annotation file; DataError listing its problems (file and ids) if any.
     A file that is missing, a folder, unreadable, not UTF-8, not JSON or nested too deeply
-    for the JSON parser is a DataError naming the path too."""
+    for the JSON parser is a DataError naming the path too.  ``task``: ``lvis`` or ``coco``
+    (COCO's instances format: ``file_name`` and ``iscrowd``, no LVIS-only fields)."""
     path = Path(path)
+    LVIS, required = FORMATS[task]
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError as err:
-        raise DataError(f"LVIS annotation file not found: {path}") from err
+        raise DataError(f"{LVIS} annotation file not found: {path}") from err
     except IsADirectoryError as err:
-        raise DataError(f"{path}: is a folder, expected an LVIS annotation JSON file") from err
+        raise DataError(f"{path}: is a folder, expected an {LVIS} annotation JSON file") from err
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} at offset "
-                        f"{err.start}); an LVIS annotation file is UTF-8 JSON") from err
+                        f"{err.start}); an {LVIS} annotation file is UTF-8 JSON") from err
     except RecursionError as err:
-        raise DataError(f"{path}: JSON nested too deeply to be an LVIS annotation file") from err
+        raise DataError(f"{path}: JSON nested too deeply to be an {LVIS} annotation file") from err
     except (OSError, ValueError) as err:   # ValueError: JSONDecodeError, or an integer of over 4300 digits
         raise DataError(f"{path}: not a readable JSON file ({err})") from err
-    problems = annotation_problems(data)
+    problems = annotation_problems(data, required)
     if problems:
         more = f"\n  ... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
-        raise DataError(f"{path}: {len(problems)} problem(s) in the LVIS annotations:\n  "
+        raise DataError(f"{path}: {len(problems)} problem(s) in the {LVIS} annotations:\n  "
                         + "\n  ".join(problems[:MAX_REPORTED]) + more)
     return data
 
@@ -72,20 +81,20 @@ def _is_finite(value) -> bool:
     return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
 
 
-def annotation_problems(data) -> list[str]:
+def annotation_problems(data, required: dict = REQUIRED) -> list[str]:
     """Every structural problem of a parsed LVIS annotation file, as readable lines: missing
     keys, values of the wrong type (ids are integers, boxes and areas finite numbers, image
     sizes positive integers, id lists lists of integers, segmentation polygons or RLE), and
     duplicate or unknown ids. Never raises on any parsed JSON value."""
     if not isinstance(data, dict):
-        return [f"the top level is a {type(data).__name__}, an LVIS file is an object"]
+        return [f"the top level is a {type(data).__name__}, an annotation file is an object"]
     problems = [f"missing the '{key}' list" if key not in data else
                 f"'{key}' is {_json_type(data[key])}, expected a list of objects"
-                for key in REQUIRED if not isinstance(data.get(key), list)]
+                for key in required if not isinstance(data.get(key), list)]
     if problems:
         return problems
     ids: dict[str, set] = {}
-    for section, keys in REQUIRED.items():
+    for section, keys in required.items():
         singular = SINGULAR[section]
         seen = ids.setdefault(section, set())
         for position, entry in enumerate(data[section]):
@@ -169,6 +178,8 @@ def _entry_problems(section: str, name: str, entry: dict) -> list[str]:
                          f"got {_shown(box)}")
         if "area" in entry and not (_is_finite(entry["area"]) and entry["area"] >= 0):
             found.append(f"{name}: area must be a finite number >= 0, got {_shown(entry['area'])}")
+        if "iscrowd" in entry and entry["iscrowd"] not in (0, 1):
+            found.append(f"{name}: iscrowd must be 0 or 1, got {_shown(entry['iscrowd'])}")
         if "segmentation" in entry:
             why = _segmentation_problem(entry["segmentation"])
             if why is not None:

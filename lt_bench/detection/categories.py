@@ -85,6 +85,9 @@ def category_stats(data, num_images: int | None = None, source: str = "") -> Cat
         raise ConfigError(f"{where} lists categories only: give the number of training images with "
                           f"annotations (LVIS v1 train: {ANNOTATED_TRAIN_IMAGES['v1']:,}, "
                           f"v0.5: {ANNOTATED_TRAIN_IMAGES['v0.5']:,})")
+    if (isinstance(data, dict) and isinstance(data.get("annotations"), list) and categories
+            and all(isinstance(c, dict) and "id" in c and "image_count" not in c for c in categories)):
+        categories = _counted(categories, data["annotations"])       # a COCO-format file
     bad = [c.get("id") if isinstance(c, dict) else c for c in categories
            if not (isinstance(c, dict) and {"id", "image_count", "frequency"} <= set(c))]
     if bad:
@@ -94,6 +97,20 @@ def category_stats(data, num_images: int | None = None, source: str = "") -> Cat
                          image_count=np.array([c["image_count"] for c in categories], dtype=np.float64),
                          frequency=np.array([c["frequency"] for c in categories]),
                          num_images=int(num_images), source=source)
+
+
+def _counted(categories: list[dict], annotations: list) -> list[dict]:
+    """Categories of a file without LVIS's counts (COCO's format): each one's image count from
+    the annotations, and LVIS's frequency rule on that count (r: 1-10 images, c: 11-100, f: more)."""
+    images: dict = {}
+    for a in annotations:
+        if isinstance(a, dict):
+            images.setdefault(a.get("category_id"), set()).add(a.get("image_id"))
+    out = []
+    for c in categories:
+        n = len(images.get(c["id"], ()))
+        out.append({**c, "image_count": n, "frequency": "r" if n <= 10 else "c" if n <= 100 else "f"})
+    return out
 
 
 def save_category_stats(stats: CategoryStats, path: str | os.PathLike) -> Path:

@@ -1,4 +1,5 @@
-"""Registers the suite's losses, classifier initialiser and LVIS metric in mmdet's registries.
+"""Registers the suite's losses, classifier initialiser and LVIS metric in mmdet's registries, and
+its safe checkpoint loader as mmengine's loader of local files.
 
 mmengine imports this module through ``custom_imports = dict(imports=['lt_bench.detection.registry'])``
 in the detection configs, after which they name every loss of ``DETECTION_LOSSES`` by its class
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from mmengine.model.weight_init import BaseInit, _get_bases_name, update_init_info
 from mmengine.registry import WEIGHT_INITIALIZERS   # the root: found from mmdet's scope and any other
+from mmengine.runner.checkpoint import CheckpointLoader
 from mmdet.registry import HOOKS, MODELS
 from torch import nn
 
@@ -16,6 +18,7 @@ from lt_bench.activations import build_activation, init_classifier
 from lt_bench.detection import fast_metric  # noqa: F401  (registers FastLVISMetric in mmdet's METRICS)
 from lt_bench.detection.grad_hook import PositiveGradientHook
 from lt_bench.detection.lvis_compat import patch_lvis
+from lt_bench.detection.safe_checkpoint import load_checkpoint
 from lt_bench.registries import DETECTION_LOSSES
 
 for _name in DETECTION_LOSSES.names():   # every registered loss, under its class name (mmdet configs' type=)
@@ -53,6 +56,17 @@ class ActivationClassifierInit(BaseInit):
 
     def _get_init_info(self) -> str:
         return f"{type(self).__name__}: activation={self.activation.name}, scheme={self.scheme}"
+
+
+@CheckpointLoader.register_scheme(prefixes="", force=True)
+def load_from_safe_local(filename: str, map_location=None) -> dict:
+    """mmengine's loader of local checkpoint files (``load_from``, a backbone's ``Pretrained``
+    file), replaced: ``torch.load`` under PyTorch's default refuses mmengine's own checkpoints
+    (their message hub pickles mmengine classes), and allowing them would let any file run code.
+    The safe loader reads the weights and ``meta`` (``lt_bench.detection.safe_checkpoint``) and
+    refuses anything else, naming the file; what it returns is all a model load reads."""
+    state, meta = load_checkpoint(filename)
+    return {"state_dict": state, **({"meta": dict(meta)} if meta is not None else {})}
 
 
 patch_lvis()   # mmdet's LVISMetric runs lvis.eval

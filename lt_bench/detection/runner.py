@@ -32,8 +32,7 @@ from lt_bench.detection.categories import (ANNOTATED_TRAIN_IMAGES, CategoryStats
                                            load_category_stats, save_category_stats)
 from lt_bench.detection.evaluation import SUMMARY_KEYS
 from lt_bench.detection.grad_stats import positive_gradient_hook
-from lt_bench.detection.validate import LVIS_VERSIONS as VERSIONS
-from lt_bench.detection.validate import classifier_scheme, is_dense, is_stock
+from lt_bench.detection.validate import classifier_scheme, dataset_spec, is_dense, is_lvis, is_stock
 from lt_bench.errors import ConfigError, DataError, LtBenchError
 from lt_bench.fileio import atomic_write_json
 from lt_bench.records import SCHEMA_VERSION, git_revision, upsert_record
@@ -47,9 +46,13 @@ BASE_BATCH_SIZE = 16          # the paper's (and mmdet's) lr 0.02 is for 16 imag
 
 def annotation_paths(cfg: DictConfig) -> tuple[Path, Path]:
     version = cfg.task.version
-    lvis_dir = Path(cfg.data.lvis_dir).expanduser()
-    train = Path(cfg.data.train_ann or lvis_dir / f"lvis_{version}_train.json").expanduser()
-    val = Path(cfg.data.val_ann or lvis_dir / f"lvis_{version}_val.json").expanduser()
+    if is_lvis(cfg):
+        folder, names = Path(cfg.data.lvis_dir), (f"lvis_{version}_train.json", f"lvis_{version}_val.json")
+    else:       # COCO: <root>/annotations/instances_{train,val}2017.json
+        folder, names = Path(cfg.data.root) / "annotations", (f"instances_train{version}.json",
+                                                              f"instances_val{version}.json")
+    train = Path(cfg.data.train_ann or folder.expanduser() / names[0]).expanduser()
+    val = Path(cfg.data.val_ann or folder.expanduser() / names[1]).expanduser()
     return train, val
 
 
@@ -88,7 +91,7 @@ def category_stats_from(cfg: DictConfig, train_data: dict | None = None) -> Cate
     try:
         return load_category_stats(path, num_images)
     except ConfigError:
-        if num_images is None and source is not None:   # a categories-only list of an official file
+        if num_images is None and source is not None and is_lvis(cfg):   # a categories-only list of an official file
             log.info("%s lists categories only: image frequencies over the %d annotated training images "
                      "of LVIS %s", path, ANNOTATED_TRAIN_IMAGES[cfg.task.version], cfg.task.version)
             return load_category_stats(path, ANNOTATED_TRAIN_IMAGES[cfg.task.version])
@@ -114,7 +117,7 @@ def prepare_inputs(cfg: DictConfig, out_dir: Path) -> dict:
     def read(path: Path) -> dict:
         if path not in parsed:
             if cfg.detection.check_annotations:
-                parsed[path] = check_lvis_annotations(path)
+                parsed[path] = check_lvis_annotations(path, cfg.task.name)
             else:
                 try:
                     parsed[path] = json.loads(path.read_text())
@@ -146,6 +149,7 @@ def _dataset_node(dataloader) -> dict:
     return dataset["dataset"] if dataset.get("type") == "ClassBalancedDataset" else dataset
 
 
+METRICS = {"lvis": "LVISMetric", "coco": "CocoMetric"}    # detection.evaluator -> mmdet's metric class
 DATA_KEYS = ("train_dataloader", "val_dataloader", "test_dataloader", "val_evaluator", "test_evaluator")
 RFS_THRESHOLD = 1e-3          # LVIS's repeat-factor sampling threshold (Gupta et al.; mmdet's sample1e-3)
 SCHEDULES = {"1x": (12, [8, 11]), "2x": (24, [16, 22])}    # epochs, lr steps (x0.1): mmdet's schedules
@@ -233,7 +237,7 @@ def apply_run_settings(mm, cfg: DictConfig, out_dir: Path, class_names: tuple[st
                        val_ann: str | Path | None = None, world_size: int = 1):
     """Data, batch size and learning rate, schedule, evaluation, seed and output folder of this
     run, applied to any mmdet LVIS config (``mm``, changed in place and returned)."""
-    dataset_type, train_prefix, val_prefix, _ = VERSIONS[cfg.task.version]
+    dataset_type, train_prefix, val_prefix, _ = dataset_spec(cfg)
     train_ann, default_val = annotation_paths(cfg)
     val_ann = str(val_ann or default_val)
     det = cfg.detection
@@ -261,6 +265,10 @@ def apply_run_settings(mm, cfg: DictConfig, out_dir: Path, class_names: tuple[st
         evaluator["ann_file"] = val_ann
         if det.evaluator == "fast":
             _use_fast_metric(evaluator)
+        elif METRICS[det.evaluator] != evaluator.get("type"):
+            raise ConfigError(f"detection.evaluator={det.evaluator} is mmdet's {METRICS[det.evaluator]}, but detector "
+                              f"{cfg.detector.name}'s config evaluates with {evaluator.get('type')!r}: a "
+                              f"{'COCO' if det.evaluator == 'coco' else 'LVIS'} detector config is needed")
 
     backbone = mm.model["backbone"]
     if det.backbone_pretrained is None:
@@ -341,9 +349,10 @@ def box_classifier_loss(cfg: DictConfig, num_classes: int, frequency_file: str |
     return loss
 
 
-def lambda_of(cfg: DictConfig) -> float:
+def lambda_of(cfg: DictConfig) -> float | None:
     value = cfg.detection["lambda"]
-    return float(value if value is not None else VERSIONS[cfg.task.version][3])
+    value = value if value is not None else dataset_spec(cfg)[3]
+    return None if value is None else float(value)     # None: the task has no tail losses (COCO)
 
 
 def as_list(node) -> list:
@@ -447,18 +456,25 @@ def build_mmdet_config(cfg: DictConfig, out_dir: Path, stats: CategoryStats, fre
 
 # ----------------------------------------------------------------------------- the run
 
+# the record's keys -> mmdet's CocoMetric names (pycocotools' stats, rounded by mmdet to 3 decimals)
+COCO_KEYS = {"AP": "mAP", "AP50": "mAP_50", "AP75": "mAP_75", "APs": "mAP_s", "APm": "mAP_m", "APl": "mAP_l"}
+
+
 def _record(cfg: DictConfig, metrics: dict, seconds: float, world_size: int, run: dict) -> dict:
-    empty = not any(key.startswith("lvis/") for key in metrics)
+    lvis = is_lvis(cfg)
+    empty = not any(key.startswith(("lvis/", "coco/")) for key in metrics)
     if empty:   # mmdet's LVIS metric returns nothing when no detection passed score_thr
         log.warning("no detection above the score threshold: every AP is 0")
 
     def pick(kind: str) -> dict:
-        """Percentages; None where LVIS has no value (-1: no ground truth in that group, such
-        as APr on a val subset without rare categories)."""
+        """Percentages; None where the metric has no value (-1: no ground truth in that group,
+        such as APr on a val subset without rare categories; COCO has no APr/APc/APf)."""
         if empty:
-            return {k: 0.0 for k in SUMMARY_KEYS}
-        values = {k: float(metrics[f"lvis/{kind}_{k}"]) for k in SUMMARY_KEYS if f"lvis/{kind}_{k}" in metrics}
-        return {k: 100.0 * v if v >= 0 else None for k, v in values.items()}
+            return {k: 0.0 if lvis or k not in ("APr", "APc", "APf") else None for k in SUMMARY_KEYS}
+        names = {k: f"lvis/{kind}_{k}" for k in SUMMARY_KEYS} if lvis else \
+            {k: f"coco/{kind}_{COCO_KEYS[k]}" for k in SUMMARY_KEYS if k in COCO_KEYS}
+        values = {k: float(metrics[name]) for k, name in names.items() if name in metrics}
+        return {k: 100.0 * values[k] if k in values and values[k] >= 0 else None for k in SUMMARY_KEYS}
     ap_type = run.get("ap_type", "segm")
     segm, bbox = pick("segm") if ap_type == "segm" else {}, pick("bbox")
     headline = segm if ap_type == "segm" else bbox
@@ -470,7 +486,7 @@ def _record(cfg: DictConfig, metrics: dict, seconds: float, world_size: int, run
         method = cfg.activation if with_background else f"{cfg.detector.loss}+{cfg.activation}"
         activation, loss = cfg.activation, cfg.detector.loss
     return {
-        "schema": SCHEMA_VERSION, "kind": "detection", "task": cfg.task.name, "dataset": f"lvis_{cfg.task.version}",
+        "schema": SCHEMA_VERSION, "kind": "detection", "task": cfg.task.name, "dataset": f"{cfg.task.name}_{cfg.task.version}",
         "version": cfg.task.version, "model": model_name(cfg), "detector": cfg.detector.name, "stage": None,
         "method": method,
         "activation": activation, "activation_options": None if stock else activation_options(cfg, activation),
@@ -556,7 +572,7 @@ def run_detection(cfg: DictConfig) -> dict:
         if ctx.is_main:
             upsert_record(RunFolder(out_dir).results, record)
             subset = f" ({record['eval_images']} val images only)" if record["eval_subset"] else ""
-            print(f"\nlvis {cfg.task.version}, {cfg.detector.name}, {record['method']}{subset} -> "
+            print(f"\n{cfg.task.name} {cfg.task.version}, {cfg.detector.name}, {record['method']}{subset} -> "
                   f"{RunFolder(out_dir).results}\n" + "  ".join(f"{k} {record[k]:.1f}" for k in
                                                            ("AP", "APr", "APc", "APf", "APbox")
                                                            if record[k] is not None), flush=True)

@@ -140,11 +140,35 @@ def make_toy_lvis(root: str | Path, num_images: int = 200, image_size: int = 128
     return ToySet(ann_file=ann_file, image_root=root, num_images=num_images, image_counts=tuple(image_counts))
 
 
+def make_toy_coco(root: str | Path, **kwargs) -> ToySet:
+    """The toy set in COCO's format: the same images and boxes (``make_toy_lvis``), written as
+    ``annotations/instances_toy.json`` with what COCO has and LVIS lacks (``iscrowd``, a
+    ``file_name`` under ``train2017/``, and ``val2017`` a link to it: the set is evaluated on its
+    training images) and without LVIS's own fields (frequency groups, image
+    counts, negative and not-exhaustive category lists)."""
+    toy = make_toy_lvis(root, **kwargs)
+    data = json.loads(toy.ann_file.read_text())
+    coco = {"info": data["info"], "licenses": [],
+            "images": [{"id": i["id"], "width": i["width"], "height": i["height"],
+                        "file_name": i["file_name"].split("/")[-1]} for i in data["images"]],
+            "annotations": [{**a, "iscrowd": 0} for a in data["annotations"]],
+            "categories": [{"id": c["id"], "name": c["name"], "supercategory": "shape"} for c in data["categories"]]}
+    val = Path(root) / "val2017"      # evaluated on its training images: COCO reads val images from val2017/
+    if not val.exists():
+        val.symlink_to("train2017", target_is_directory=True)
+    ann_file = Path(root) / "annotations" / "instances_toy.json"
+    ann_file.parent.mkdir(parents=True, exist_ok=True)
+    ann_file.write_text(json.dumps(coco))
+    return ToySet(ann_file=ann_file, image_root=toy.image_root, num_images=toy.num_images,
+                  image_counts=toy.image_counts)
+
+
 def run_overrides(toy: ToySet, out_dir: str | Path, seed: int = 0, detector: str = "toy_mask_rcnn") -> list[str]:
     """run.py overrides that train a small detector (the Mask R-CNN ``toy_mask_rcnn``, or the
     RetinaNet ``toy_retinanet``) on ``toy`` and evaluate it on the same images (training-set
-    AP), on CPU."""
-    return ["task=lvis", f"detector={detector}", f"data.root={toy.image_root}", f"data.train_ann={toy.ann_file}",
+    AP), on CPU; a toy set from ``make_toy_coco`` runs as task=coco (``toy_retinanet_coco``)."""
+    task = "coco" if toy.ann_file.name.startswith("instances_") else "lvis"
+    return [f"task={task}", f"detector={detector}", f"data.root={toy.image_root}", f"data.train_ann={toy.ann_file}",
             f"data.val_ann={toy.ann_file}", "detection.backbone_pretrained=null", "detection.batch_size=4",
-            "detection.num_workers=0", f"detection.lambda={TOY_LAMBDA}", "device=cpu", "progress=false",
-            f"seed={seed}", f"out_dir={out_dir}"]
+            "detection.num_workers=0", *([f"detection.lambda={TOY_LAMBDA}"] if task == "lvis" else []),
+            "device=cpu", "progress=false", f"seed={seed}", f"out_dir={out_dir}"]

@@ -10,13 +10,16 @@ from lt_bench.errors import check_positive_int as positive_int
 from lt_bench.registries import ACTIVATIONS, CLASSIFIER_INITS, DETECTION_LOSSES
 from lt_bench.run_folder import config_file
 
-# LVIS version -> mmdet dataset type, image prefix of train and val (v1 reads paths from
-# coco_url), the EQL/DropLoss frequency threshold lambda of the papers
-LVIS_VERSIONS = {
-    "v1": ("LVISV1Dataset", "", "", 0.0011),
-    "v0.5": ("LVISV05Dataset", "train2017/", "val2017/", 0.00177),
+# (task, version) -> mmdet dataset type, image prefix of train and val (LVIS v1 reads paths from
+# coco_url), the EQL/DropLoss frequency threshold lambda of the papers (None: no tail losses)
+DATASETS = {
+    ("lvis", "v1"): ("LVISV1Dataset", "", "", 0.0011),
+    ("lvis", "v0.5"): ("LVISV05Dataset", "train2017/", "val2017/", 0.00177),
+    ("coco", "2017"): ("CocoDataset", "train2017/", "val2017/", None),
 }
-EVALUATORS = ("fast", "lvis")
+LVIS_VERSIONS = {version: spec for (task, version), spec in DATASETS.items() if task == "lvis"}
+# per task: the evaluators it takes (the first is the default) and the mmdet metric each replaces
+EVALUATORS = {"lvis": ("fast", "lvis"), "coco": ("coco",)}
 SCORINGS = ("auto", "activation", "softmax")
 
 
@@ -56,9 +59,21 @@ def is_stock(cfg: DictConfig) -> bool:
     return kind == "stock"
 
 
+def dataset_spec(cfg: DictConfig) -> tuple:
+    """(mmdet dataset type, train prefix, val prefix, lambda) of the task and version."""
+    one_of("task.name (a detection task)", cfg.task.name, EVALUATORS)
+    one_of(f"task.version (of {cfg.task.name})", str(cfg.task.version),
+           [v for (t, v) in DATASETS if t == cfg.task.name])
+    return DATASETS[(cfg.task.name, str(cfg.task.version))]
+
+
+def is_lvis(cfg: DictConfig) -> bool:
+    return cfg.task.name == "lvis"
+
+
 def check_detection_config(cfg: DictConfig) -> None:
-    one_of("task.version", cfg.task.version, LVIS_VERSIONS)
-    one_of("detection.evaluator", cfg.detection.evaluator, EVALUATORS)
+    dataset_spec(cfg)
+    one_of(f"detection.evaluator (task={cfg.task.name})", cfg.detection.evaluator, EVALUATORS[cfg.task.name])
     ACTIVATIONS.check(cfg.activation)
     CLASSIFIER_INITS.check(cfg.detection.classifier_init, "detection.classifier_init")
     if cfg.get("detector") is not None:
@@ -94,6 +109,9 @@ def validate_detection(cfg: DictConfig) -> None:
         raise ConfigError(f"detector.loss={cfg.detector.loss} is {kind} loss; detector {cfg.detector.name} is "
                           f"{'dense' if is_dense(cfg) else 'two-stage'}: "
                           f"{'use detector.loss=focal' if is_dense(cfg) else 'choose a box-head loss'}")
+    if not is_lvis(cfg) and (loss.tail_frequencies or loss.image_counts):
+        raise ConfigError(f"detector.loss={cfg.detector.loss} weighs categories by LVIS's image frequencies; "
+                          f"task={cfg.task.name} has none of its own: use it with task=lvis")
     activation = configured_activation(cfg, cfg.activation)
     if loss.binary_only and not activation.binary:
         raise ConfigError(f"detector {cfg.detector.name} uses {cfg.detector.loss}, which scores each class on its "

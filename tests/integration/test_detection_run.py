@@ -87,3 +87,29 @@ def test_table6_losses_train_and_evaluate(make_cfg, tmp_path, loss):
     record = short_lvis_run(make_cfg, tmp_path, f"detector.loss={loss}", "activation=gumbel", train_images=4)
     assert record["iterations"] == 2 and record["method"] == f"{loss}+gumbel" and record["loss"] == loss
     assert record["model"] == "mask_rcnn_r50" and record["scoring"] == "gumbel" and record["AP"] is not None
+
+
+@pytest.mark.slow
+def test_coco_metric_and_the_lvis_evaluator_agree_where_their_rules_coincide(make_cfg, tmp_path):
+    """task=coco end to end, and its evaluator against lt_bench's LVIS one: a small RetinaNet
+    (focal + Gumbel) trained one epoch on the toy set through task=lvis, then evaluated from its
+    checkpoint through task=coco on the same images written in COCO's format.  Every negative of
+    the toy set is verified, nothing is crowd and both keep 100 detections per image from 1e-4,
+    so COCO's rules (pycocotools, via mmdet's CocoMetric) and LVIS's (FastLVISMetric) give the
+    same AP, AP50, AP75, APs and APm."""
+    from lt_bench.detection.toy import ToySet, make_toy_coco, run_overrides
+    coco_toy = make_toy_coco(tmp_path / "toy")
+    lvis_toy = ToySet(tmp_path / "toy" / "lvis_toy_train.json", coco_toy.image_root, coco_toy.num_images,
+                      coco_toy.image_counts)
+    keep = lambda overrides: [o for o in overrides if not o.startswith(("out_dir=", "progress="))]  # noqa: E731
+    lvis = run_detection(make_cfg(*keep(run_overrides(lvis_toy, "", detector="toy_retinanet")), "activation=gumbel",
+                                  "detection.max_epochs=1", out_dir=tmp_path / "lvis"))
+    coco = run_detection(make_cfg(*keep(run_overrides(coco_toy, "", detector="toy_retinanet_coco")), "activation=gumbel",
+                                  "detection.train=false", f"detection.load_from={tmp_path / 'lvis' / 'epoch_1.pth'}",
+                                  "detection.score_thr=0.0001", out_dir=tmp_path / "coco"))
+    assert (lvis["dataset"], coco["dataset"]) == ("lvis_v1", "coco_2017")
+    assert coco["iterations"] == 0 and coco["method"] == "focal+gumbel" and coco["ap_type"] == "bbox"
+    assert coco["APr"] is None and coco["per_category"] is None
+    assert lvis["AP"] > 0.5
+    for key in ("AP", "AP50", "AP75", "APs", "APm"):
+        assert coco["bbox"][key] == pytest.approx(lvis["bbox"][key], abs=1e-9), key

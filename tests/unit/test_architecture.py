@@ -48,7 +48,7 @@ print("seconds: %.2f" % (time.perf_counter() - started))
                           "reference_epochs, schedule, source, warmup_epochs, weight_decay; did you mean "
                           "stage1.epochs? ('+' adds keys"),
     (["stage2=crt", "stage2.sampler=balanced"], "unknown stage2.sampler 'balanced'"),
-    (["task=lvis", "detector=gol_r50", "detector.loss=focal"], "unknown detector.loss 'focal'; valid: acsl, activation_ce, drop, eql, federated"),
+    (["task=lvis", "detector=gol_r50", "detector.loss=focl"], "unknown detector.loss 'focl'; valid: acsl, activation_ce, drop, eql, federated, focal"),
     (["stage2=tau_norm", "+stage2.activation=softmax"], "unknown key stage2.activation"),
     (["task=cifar100lt", "stage2=crt"], None),
 ])

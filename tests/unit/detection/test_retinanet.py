@@ -4,6 +4,7 @@ with the same seed and gives the same losses and detections on a batch; with Gum
 classifier's bias differs (its focal prior in Gumbel's probability).  Its config carries the
 LVIS protocol, and the switches that do not apply to a dense detector are refused."""
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -140,3 +141,78 @@ def test_a_dense_loss_on_a_two_stage_detector_is_refused(make_cfg):
     cfg = make_cfg("task=lvis", "detector=mask_rcnn_r50", "detector.loss=focal")
     with pytest.raises(ConfigError, match="dense head's"):
         validate_detection(cfg)
+
+
+# ----------------------------------------------------------------------------- task=coco
+
+def test_task_coco_is_mmdets_coco_retinanet_with_the_runs_loss(make_cfg, tmp_path):
+    from lt_bench.detection.categories import category_stats
+    from lt_bench.detection.runner import annotation_paths
+    from lt_bench.detection.toy import make_toy_coco
+    toy = make_toy_coco(tmp_path / "toy", num_images=40, image_counts=(30, 20, 12, 5))
+    stats = category_stats(json_of(toy.ann_file))
+    # COCO's categories carry no counts: counted from the annotations, LVIS's rule for the groups
+    assert stats.image_count.tolist() == [30, 20, 12, 5] and stats.frequency.tolist() == ["c", "c", "c", "r"]
+    cfg = make_cfg("task=coco", "activation=gumbel", "data.root=/data/coco", "detection.backbone_pretrained=null")
+    assert cfg.detector.name == "retinanet_r50_coco"
+    assert annotation_paths(cfg) == (Path("/data/coco/annotations/instances_train2017.json"),
+                                     Path("/data/coco/annotations/instances_val2017.json"))
+    validate_detection(cfg)
+    mm = build_mmdet_config(cfg, tmp_path, stats, None)
+    assert mm.train_dataloader.dataset.type == "CocoDataset"
+    assert mm.train_dataloader.dataset.data_prefix["img"] == "/data/coco/train2017/"
+    assert mm.test_dataloader.dataset.data_prefix["img"] == "/data/coco/val2017/"
+    assert mm.test_evaluator["type"] == "CocoMetric" and mm.test_evaluator["metric"] == "bbox"
+    assert mm.model.test_cfg.score_thr == 0.05 and mm.model.test_cfg.max_per_img == 100    # COCO's protocol
+    assert mm.model.bbox_head.num_classes == 4 and mm.model.bbox_head.loss_cls.type == "ActivationFocalLoss"
+    assert mm.optim_wrapper.optimizer.lr == 0.01
+
+
+def json_of(path):
+    import json
+    return json.loads(Path(path).read_text())
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["detection.evaluator=fast"], r"unknown detection.evaluator \(task=coco\) 'fast'; valid: coco"),
+    (["task.version=2014"], r"unknown task.version \(of coco\) '2014'; valid: 2017"),
+    (["detector=toy_mask_rcnn", "detector.loss=drop"], "weighs categories by LVIS's image frequencies"),
+])
+def test_task_coco_refuses_what_it_does_not_have(make_cfg, overrides, message):
+    from lt_bench.detection.validate import check_detection_config
+    with pytest.raises(ConfigError, match=message):
+        cfg = make_cfg("task=coco", *overrides)
+        check_detection_config(cfg)
+        validate_detection(cfg)
+
+
+@needs_shared
+def test_an_lvis_detector_config_under_task_coco_is_refused_naming_both_metrics(make_cfg, tmp_path, v1_stats):
+    stats, path = v1_stats
+    cfg = make_cfg("task=coco", "detector=retinanet_r50", "detection.backbone_pretrained=null")
+    with pytest.raises(ConfigError, match="evaluator=coco is mmdet's CocoMetric, but detector retinanet_r50's config "
+                                          "evaluates with 'LVISMetric'"):
+        build_mmdet_config(cfg, tmp_path, stats, path)
+
+
+def test_coco_annotation_check_names_the_file_and_the_entry(tmp_path):
+    from lt_bench.detection.annotations import check_lvis_annotations
+    from lt_bench.detection.toy import make_toy_coco
+    from lt_bench.errors import DataError
+    toy = make_toy_coco(tmp_path / "toy", num_images=20, image_counts=(15, 10, 5))
+    data = json_of(toy.ann_file)
+    assert check_lvis_annotations(toy.ann_file, "coco")["images"] == data["images"]
+    with pytest.raises(DataError, match="problem"):     # COCO's file is not an LVIS file
+        check_lvis_annotations(toy.ann_file, "lvis")
+    del data["annotations"][3]["iscrowd"]
+    data["images"][0].pop("file_name")
+    data["annotations"][5]["iscrowd"] = 2
+    bad = tmp_path / "bad.json"
+    bad.write_text(__import__("json").dumps(data))
+    with pytest.raises(DataError) as err:
+        check_lvis_annotations(bad, "coco")
+    text = str(err.value)
+    assert str(bad) in text and "COCO annotations" in text
+    assert f"annotation id {data['annotations'][3]['id']}: missing 'iscrowd'" in text
+    assert f"annotation id {data['annotations'][5]['id']}: iscrowd must be 0 or 1, got 2" in text
+    assert "image id 1: missing 'file_name'" in text

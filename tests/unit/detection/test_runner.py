@@ -105,7 +105,7 @@ def test_lvis_v05_and_config_errors(make_cfg, tmp_path, v1_stats):
     assert mm.model["roi_head"]["bbox_head"]["loss_cls"]["lambda_"] == 0.00177
     official = build(make_cfg(*lvis_overrides(tmp_path, "detection.evaluator=lvis")), tmp_path, v1_stats)
     assert official.test_evaluator["type"] == "LVISMetric" and official.test_evaluator["metric"] == ["bbox", "segm"]
-    with pytest.raises(ConfigError, match="unknown detection.evaluator 'coco'; valid: fast, lvis"):
+    with pytest.raises(ConfigError, match=r"unknown detection.evaluator \(task=lvis\) 'coco'; valid: fast, lvis"):
         validate(make_cfg(*lvis_overrides(tmp_path, "detection.evaluator=coco")))
     with pytest.raises(ConfigError, match=r"needs a binary activation \(sigmoid or gumbel\), not softmax"):
         validate(make_cfg(*lvis_overrides(tmp_path, "detector=gol_r50", "activation=softmax")))

@@ -307,3 +307,27 @@ def test_docs_example(tmp_path, capsys):
     means = json.loads((tmp_path / "n.json").read_text())["group_mean_norm"]
     assert means["A"]["f"] > means["A"]["c"] > means["A"]["r"]
     assert abs(means["B"]["f"] - means["B"]["r"]) < 0.1
+
+
+def test_mmengines_local_checkpoint_loads_go_through_the_safe_loader(tmp_path):
+    """lt_bench.detection.registry replaces mmengine's loader of local files (detection.load_from,
+    a backbone's Pretrained file): an mmengine runner's checkpoint, which torch's default loader
+    refuses, loads its weights; a malicious file is refused, naming it, and runs nothing."""
+    import lt_bench.detection.registry  # noqa: F401
+    from mmengine.runner.checkpoint import CheckpointLoader, load_checkpoint as mm_load
+    path = tmp_path / "epoch_12.pth"
+    checkpoint = _runner_checkpoint(path)
+    loaded = CheckpointLoader.load_checkpoint(str(path), map_location="cpu")
+    assert set(loaded) == {"state_dict", "meta"}
+    torch.testing.assert_close(loaded["state_dict"][KEY], weights())
+    model = torch.nn.Module()
+    model.roi_head = torch.nn.Module()
+    model.roi_head.bbox_head = torch.nn.Module()
+    model.roi_head.bbox_head.fc_cls = torch.nn.Linear(8, 5)
+    mm_load(model, str(path), map_location="cpu", strict=True)     # what Runner.load_checkpoint calls
+    assert torch.equal(model.roi_head.bbox_head.fc_cls.weight, checkpoint["state_dict"][KEY])
+    marker, evil = tmp_path / "marker", tmp_path / "evil.pth"
+    torch.save({"state_dict": {KEY: weights()}, "meta": {"hook": ShellOut(marker)}}, evil)
+    with pytest.raises(DataError, match=r"evil.pth: refused, reading it would import \S*posix.system"):
+        CheckpointLoader.load_checkpoint(str(evil))
+    assert not marker.exists()
