@@ -80,3 +80,23 @@ def test_gol_table7_runs_each_detector_with_softmax_and_gumbel_on_the_random_sam
                                             "cascade_mask_rcnn_r101", "htc_r101") for a in ("softmax", "gumbel"))
     for cfg in configs:
         assert cfg.task.name == "lvis" and cfg.detection.sampler == "random" and cfg.detector.loss == "activation_ce"
+
+
+def test_gol_table6_pairs_each_loss_with_the_sigmoid_and_gumbel():
+    configs = jobs_of("+experiment=gol_table6")
+    cells = sorted((c.detector.loss, c.activation) for c in configs)
+    assert cells == sorted((loss, a) for loss in ("eql", "drop", "acsl", "federated") for a in ("sigmoid", "gumbel"))
+    for cfg in configs:
+        assert cfg.task.name == "lvis" and cfg.detector.name == "mask_rcnn_r50" and cfg.detection.sampler is None
+
+
+def test_gol_ablation_is_every_combination_of_the_papers_components_at_2x():
+    configs = jobs_of("+experiment=gol_ablation")
+    cells = {(c.detection.sampler, c.detector.loss, c.activation, c.detection.enh) for c in configs}
+    assert len(configs) == len(cells) == 24
+    assert cells == {(s, loss, a, e) for s in ("random", "rfs") for loss in ("activation_ce", "eql", "drop")
+                     for a in ("sigmoid", "gumbel") for e in (False, True)}
+    assert all(c.detector.name == "mask_rcnn_r50" and c.detection.schedule == "2x" for c in configs)
+    assert ("rfs", "drop", "gumbel", True) in cells                  # GOL (gol_r50's config, test_runner.py)
+    softmax = jobs_of("+experiment=gol_ablation", "detector.loss=activation_ce", "activation=softmax")
+    assert len(softmax) == 4 and {c.activation for c in softmax} == {"softmax"}
