@@ -81,6 +81,23 @@ def test_metrics_equal_lvis_api(synth30, tmp_path, capsys, kind, iou_type, max_d
     assert f"{'AP':<10}{expected['AP']:>9.4f}" in printed and "seconds: read results" in printed
 
 
+@needs_synth
+@pytest.mark.parametrize("kind", ["bbox", "segm"])
+def test_forked_image_shards_give_the_same_numbers(synth30, tmp_path, capsys, kind):
+    """--workers N matches N image shards in forked processes and merges them: the 13 metrics
+    equal one process's exactly (and, through the test above, lvis-api's)."""
+    gt, dt = synth30 / "gt_30.json", synth30 / f"dt_{kind}_30.json"
+    reports = {}
+    for workers in (1, 3, 7):
+        out = tmp_path / f"w{workers}.json"
+        assert run_cli(capsys, dt, "--ann", gt, "--workers", workers, "--json", out)[0] == 0
+        reports[workers] = json.loads(out.read_text())
+        assert reports[workers]["workers"] == workers
+    assert reports[3]["metrics"] == reports[1]["metrics"] == reports[7]["metrics"]
+    status, _, err = run_cli(capsys, dt, "--ann", gt, "--workers", 0)
+    assert status == 2 and "--workers must be a positive integer" in err
+
+
 def sample_detections(gt: dict, seed: int) -> list[dict]:
     """Boxes and masks (compressed RLE) for the real LVIS v0.5 sample: jittered ground truth
     (boxes and polygons moved and scaled alike), duplicates, false positives in negative and in
