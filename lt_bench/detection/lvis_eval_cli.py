@@ -48,7 +48,7 @@ def evaluate_file(results: str | Path, ann: str | Path, iou_type: str | None = N
                             else f"the {what} {path} is not a file")
     start = time.perf_counter()
     masks = {"bbox": "skip", "segm": "read", "both": "read", None: "auto"}[iou_type]
-    columns = read_results(results, masks=masks)     # first: its peak (the file's bytes) without the annotations
+    columns = read_results(results, masks=masks, workers=workers)   # first: its peak (the file's bytes) without the annotations
     read_res = time.perf_counter()
     gt = read_annotations(ann)
     read_ann = time.perf_counter()

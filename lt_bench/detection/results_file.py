@@ -20,7 +20,9 @@ a ``DataError`` naming the file and the detection (its index in the array) or th
 from __future__ import annotations
 
 import codecs
+import multiprocessing
 import re
+from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Iterator, Sequence
 from itertools import chain
 from operator import attrgetter
@@ -115,6 +117,7 @@ class _Batches:
 
     def __init__(self, need_masks: bool, source: str):
         self.need_masks, self.source = need_masks, source
+        self.first: int | None = None                # the index of the first detection added
         self.with_bbox: bool | None = None           # the first detection decides (lvis-api's rule)
         self.masks_in_file = False
         self.image_id: list = []
@@ -129,6 +132,8 @@ class _Batches:
     def add(self, dets: list, first: int, rle_type: type) -> None:
         from msgspec import UNSET
         n = len(dets)
+        if self.first is None:
+            self.first = first
         self.image_id.append(_int_column(dets, "image_id", first, self.source))
         self.category_id.append(_int_column(dets, "category_id", first, self.source))
         self.score.append(np.fromiter(map(attrgetter("score"), dets), np.float64, n))
@@ -175,6 +180,25 @@ class _Batches:
         self.counts += data
         self.lengths.append(lengths)
 
+    @classmethod
+    def joined(cls, parts: list["_Batches"], source: str) -> "_Batches":
+        """Consecutive runs of the file, decoded apart, as one (the first detection decides
+        whether every one has a box, as in one pass)."""
+        out = cls(parts[0].need_masks, source)
+        out.with_bbox = parts[0].with_bbox
+        for part in parts:
+            if part.with_bbox is not None and part.with_bbox != out.with_bbox:
+                first = part.first
+                has, lacks = (0, first) if out.with_bbox else (first, 0)
+                raise DataError(f"{source}: detection #{lacks} has no 'bbox' but detection #{has} has: "
+                                "all detections or none (lvis-api's rule)")
+            out.masks_in_file = out.masks_in_file or part.masks_in_file
+            for name in ("image_id", "category_id", "score", "bbox", "sizes", "lengths"):
+                getattr(out, name).extend(getattr(part, name))
+            out.counts += part.counts
+            out.other.update(part.other)
+        return out
+
     def columns(self) -> dict[str, Any]:
         def cat(parts: list, dtype, shape=(0,)) -> np.ndarray:
             return np.concatenate(parts) if parts else np.zeros(shape, dtype)
@@ -201,7 +225,7 @@ def _int_column(dets: list, field: str, first: int, source: str) -> np.ndarray:
 MASKS = ("read", "skip", "auto")
 
 
-def read_results(path: str | Path, masks: str = "read", batch: int = BATCH) -> dict[str, Any]:
+def read_results(path: str | Path, masks: str = "read", batch: int = BATCH, workers: int = 1) -> dict[str, Any]:
     """The columns of a results file: ``image_id``, ``category_id`` (int64), ``score``
     (float64), ``bbox`` ([n, 4] float64, or None when the detections have none),
     ``segmentation`` (a ``MaskColumn``, or None when they have none or the masks are not
@@ -211,17 +235,19 @@ def read_results(path: str | Path, masks: str = "read", batch: int = BATCH) -> d
     ``masks``: ``read`` them; ``skip`` them (only checked to be JSON) unless the detections
     have no boxes, whose box evaluation needs them; ``auto``: read them when the first
     detection has one or has no box.  As lvis-api requires, either every detection has
-    ``bbox`` or none has."""
+    ``bbox`` or none has.  ``workers`` > 1 decodes contiguous runs of batches in that many
+    forked processes (they share the file's bytes copy-on-write) and joins them in file order:
+    the same columns, and the first problem in file order is the one reported."""
     source = str(path)
     try:
         data = Path(path).read_bytes()
     except OSError as err:
         raise DataError(f"cannot read the results file {source}: {err.strerror or err}") from None
-    return parse_results(data, source, masks, batch)
+    return parse_results(data, source, masks, batch, workers)
 
 
 def parse_results(data: bytes, source: str = "the results", masks: str = "read",
-                  batch: int = BATCH) -> dict[str, Any]:
+                  batch: int = BATCH, workers: int = 1) -> dict[str, Any]:
     """``read_results`` on the file's bytes (``source`` names it in errors)."""
     import msgspec
     if masks not in MASKS:
@@ -239,10 +265,39 @@ def parse_results(data: bytes, source: str = "the results", masks: str = "read",
     if masks != "read" and elements:       # the first detection speaks for all (lvis-api's rule)
         first = _keys(elements[0])
         need_masks = "bbox" not in first or (masks == "auto" and "segmentation" in first)
+    starts = list(range(0, len(elements), batch))
+    groups = [g.tolist() for g in np.array_split(np.asarray(starts, dtype=np.int64), max(1, min(workers, len(starts))))]
+    if len(groups) > 1 and "fork" in multiprocessing.get_all_start_methods():
+        global _FORKED
+        _FORKED = (elements, need_masks, source, batch)
+        try:
+            with ProcessPoolExecutor(max_workers=len(groups), mp_context=multiprocessing.get_context("fork")) as pool:
+                parts = list(pool.map(_decode_group, groups))
+        finally:
+            _FORKED = None
+        out = _Batches.joined(parts, source)
+    else:
+        out = _decode(elements, starts, need_masks, source, batch)
+    del elements
+    return out.columns()
+
+
+# (raw elements, need_masks, source, batch) for the forked readers: inherited, not pickled
+_FORKED: tuple | None = None
+
+
+def _decode_group(starts: list[int]) -> "_Batches":
+    elements, need_masks, source, batch = _FORKED
+    return _decode(elements, starts, need_masks, source, batch)
+
+
+def _decode(elements: list, starts: list[int], need_masks: bool, source: str, batch: int) -> "_Batches":
+    """The batches beginning at ``starts`` decoded into columns."""
+    import msgspec
     det_type, rle_type = _types(need_masks)
     decoder = msgspec.json.Decoder(list[det_type])
     out = _Batches(need_masks, source)
-    for first in range(0, len(elements), batch):
+    for first in starts:
         chunk = b"[" + b",".join(elements[first:first + batch]) + b"]"
         try:
             dets = decoder.decode(chunk)
@@ -250,8 +305,7 @@ def parse_results(data: bytes, source: str = "the results", masks: str = "read",
             raise DataError(_detection_error(err, first, source)) from None
         out.add(dets, first, rle_type)
         del dets
-    del elements
-    return out.columns()
+    return out
 
 
 def read_annotations(path: str | Path) -> dict:

@@ -164,6 +164,34 @@ def test_batches_join_up(tmp_path):
         read_results(write(tmp_path, json.dumps(reference)), batch=7)
 
 
+@pytest.mark.parametrize("masks", ["read", "skip"])
+def test_forked_readers_give_the_same_columns_and_the_first_error(tmp_path, masks):
+    """workers=3 (runs of batches decoded in forked processes, joined in file order): the same
+    columns as one process, polygons and missing masks at their global indices, and the first
+    problem in file order named by its index in the whole file."""
+    reference = detections(100, 8)
+    reference[12]["segmentation"] = [[1.0, 1.0, 5.0, 1.0, 5.0, 5.0]]
+    del reference[71]["segmentation"]
+    path = write(tmp_path, json.dumps(reference))
+    one, three = read_results(path, masks=masks, batch=7), read_results(path, masks=masks, batch=7, workers=3)
+    assert_columns_equal(three, reference if masks == "read" else
+                         [{k: v for k, v in d.items() if k != "segmentation"} for d in reference])
+    assert three["masks_in_file"] is one["masks_in_file"] is True
+    reference[52]["score"] = "high"        # in the second worker's run
+    reference[90]["score"] = "low"         # and in the third's: the first is reported
+    with pytest.raises(DataError, match=r"detection #52, score: Expected `float`, got `str`"):
+        read_results(write(tmp_path, json.dumps(reference)), batch=7, workers=3)
+    reference[52]["score"], reference[90]["score"] = 0.5, 0.5
+    for d in reference[50:]:
+        del d["bbox"]                      # a run without boxes after runs with them
+    with pytest.raises(DataError, match=r"detection #50 has no 'bbox' but detection #0 has"):   # as one process
+        read_results(write(tmp_path, json.dumps(reference)), batch=7, workers=3)
+    for d in reference[50:70]:
+        d["bbox"] = [1.0, 2.0, 3.0, 4.0]   # now the third run (from #70) is the first without boxes
+    with pytest.raises(DataError, match=r"detection #70 has no 'bbox' but detection #0 has"):
+        read_results(write(tmp_path, json.dumps(reference)), batch=7, workers=3)
+
+
 @pytest.mark.parametrize("text", ["[]", " [ \n ] \n"])
 def test_an_empty_array(tmp_path, text):
     columns = read_results(write(tmp_path, text))
