@@ -349,8 +349,10 @@ class FastLVISEval:
         return out
 
     # ---- merge, accumulate, summarize ---------------------------------------------------
-    def merge(self, partials: Sequence[PartialEval]) -> dict[str, float]:
-        """Accumulate and summarize the shards' results (each image in one shard only)."""
+    def merge(self, partials: Sequence[PartialEval], workers: int = 1) -> dict[str, float]:
+        """Accumulate and summarize the shards' results (each image in one shard only).
+        ``workers`` > 1 accumulates runs of categories in that many forked processes (each
+        category's numbers are its own: the same result)."""
         K = len(self.cat_ids)
         seen = np.concatenate([p.image_ids for p in partials]) if partials else np.zeros(0, np.int64)
         uniq, counts = np.unique(seen, return_counts=True)
@@ -366,14 +368,35 @@ class FastLVISEval:
         bounds = np.searchsorted(cat[order], np.arange(K + 1))
         self.precision = -np.ones((_T, _R, K, _A))
         self.recall = -np.ones((_T, K, _A))
-        for k in np.flatnonzero(num_gt.any(1)).tolist():
+        todo = np.flatnonzero(num_gt.any(1))
+        state = (order, bounds, num_gt, tp_bits, fp_bits)
+        if workers <= 1 or len(todo) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+            self._accumulate(todo, *state)
+            return self.summarize()
+        # contiguous runs of categories of about equal detection counts
+        work = np.cumsum(bounds[todo + 1] - bounds[todo] + 1)
+        runs = [r for r in np.split(todo, np.searchsorted(work, work[-1] * np.arange(1, workers) / workers)) if len(r)]
+        global _FORKED
+        _FORKED = (self, state)
+        try:
+            context = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(max_workers=len(runs), mp_context=context) as pool:
+                for ks, precision, recall in pool.map(_accumulate_run, runs):
+                    self.precision[:, :, ks], self.recall[:, ks] = precision, recall
+        finally:
+            _FORKED = None
+        return self.summarize()
+
+    def _accumulate(self, categories: np.ndarray, order: np.ndarray, bounds: np.ndarray, num_gt: np.ndarray,
+                    tp_bits: np.ndarray, fp_bits: np.ndarray) -> None:
+        """accumulate for these categories: precision and recall of each, in place."""
+        for k in categories.tolist():
             rows = order[bounds[k]:bounds[k + 1]]
             tps = np.unpackbits(tp_bits[rows], axis=1, count=_A * _T).T.reshape(_A, _T, -1)
             fps = np.unpackbits(fp_bits[rows], axis=1, count=_A * _T).T.reshape(_A, _T, -1)
             areas = np.flatnonzero(num_gt[k])
             self._precision_at_recall(np.cumsum(tps[areas], axis=-1).astype(dtype=float),
                                       np.cumsum(fps[areas], axis=-1).astype(dtype=float), num_gt[k, areas], k, areas)
-        return self.summarize()
 
     def _precision_at_recall(self, tp: np.ndarray, fp: np.ndarray, num_gt: np.ndarray, k: int,
                              areas: np.ndarray) -> None:
@@ -463,16 +486,22 @@ class FastLVISEval:
                 partials = list(pool.map(_evaluate_shard, shards))
         finally:
             _FORKED = None
-        return self.merge(partials)
+        return self.merge(partials, workers)
 
 
-# (evaluator, columns) for the forked workers of FastLVISEval.evaluate(workers=N): inherited, not pickled
+# what the forked workers of FastLVISEval.evaluate / merge (workers=N) share: inherited, not pickled
 _FORKED: tuple | None = None
 
 
 def _evaluate_shard(image_ids: np.ndarray) -> PartialEval:
     evaluator, columns = _FORKED
     return evaluator.evaluate_images(image_ids, columns)
+
+
+def _accumulate_run(categories: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    evaluator, state = _FORKED
+    evaluator._accumulate(categories, *state)
+    return categories, evaluator.precision[:, :, categories], evaluator.recall[:, categories]
 
 
 def fast_lvis_evaluate(gt: Any, detections: Any, iou_type: str = "segm", max_dets: int = 300) -> dict[str, float]:

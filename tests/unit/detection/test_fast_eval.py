@@ -77,6 +77,11 @@ def assert_sharded_equal(ours: FastLVISEval, detections: list[dict], shards: int
         partials.append(ours.evaluate_images(sorted(mine), copy.deepcopy(own + other)))
     assert ours.merge(partials) == summary
     np.testing.assert_array_equal(ours.precision, precision)
+    # forked processes (image shards matched, then category runs accumulated): bit for bit too
+    recall = ours.recall.copy()
+    assert ours.evaluate(copy.deepcopy(detections), workers=shards) == summary
+    np.testing.assert_array_equal(ours.precision, precision)
+    np.testing.assert_array_equal(ours.recall, recall)
 
 
 # ---- the real LVIS v0.5 sample ---------------------------------------------------------------
