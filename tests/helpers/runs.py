@@ -11,8 +11,8 @@ QUICK = ["stage1.epochs=4", "stage2.epochs=2", "device=cpu", "progress=false", "
 TORCHRUN = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2")
 
 
-def run_py(*overrides, cwd, failpoint=None, launcher=(), timeout=600):
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+def run_py(*overrides, cwd, failpoint=None, launcher=(), timeout=600, env=None):
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", **(env or {})}
     env.pop("LT_BENCH_FAILPOINT", None)
     if failpoint:
         env["LT_BENCH_FAILPOINT"] = failpoint

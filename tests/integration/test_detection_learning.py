@@ -10,16 +10,16 @@ pytest.importorskip("mmdet", reason="the detection extra is not installed (make 
 from lt_bench.detection.runner import run_detection  # noqa: E402
 from lt_bench.detection.toy import make_toy_lvis, run_overrides  # noqa: E402
 
-# mask AP / box AP at least (seed 0, 400 iterations); the init bug gave 0.7 / 0.2
-# measured 64.9 / 59.2 (gumbel), 52.0 / 47.0 (drop), 52.8 / 48.2 (acsl), 68.7 / 61.4 (federated);
-# the init bug gave 0.7 / 0.2
-# the small RetinaNet (focal loss over Gumbel; AP is box AP): measured 32.5, and 0.0 when started
-# from the sigmoid's prior bias (-4.6, under Gumbel's loss clamp)
-THRESHOLDS = {"gumbel": (35.0, 30.0), "drop+gumbel": (35.0, 30.0), "acsl+gumbel": (35.0, 30.0),
-              "federated+gumbel": (35.0, 30.0), "focal+gumbel": (18.0, 18.0)}
+# mask AP / box AP at least (seed 0, 400 iterations); measured 64.9 / 59.2 (gumbel), 52.0 / 47.0
+# (drop); the init bug gave 0.7 / 0.2.  The small RetinaNet (focal loss over Gumbel; AP is box AP):
+# measured 32.5, and 0.0 when started from the sigmoid's prior bias (-4.6, under Gumbel's clamp).
+# ACSL and the federated loss learn too (52.8 / 48.2 and 68.7 / 61.4, BENCHMARKS.md; rerun with
+# python benchmarks/detection_learning.py --variants acsl+gumbel,federated+gumbel): at about four
+# minutes a variant they are not repeated here; their losses are checked against their papers'
+# formulas (tests/unit/detection/test_losses_acsl_federated.py) and train end to end through
+# run.py (tests/integration/test_detection_run.py).
+THRESHOLDS = {"gumbel": (35.0, 30.0), "drop+gumbel": (35.0, 30.0), "focal+gumbel": (18.0, 18.0)}
 OVERRIDES = {"gumbel": ["activation=gumbel"], "drop+gumbel": ["activation=gumbel", "detector.loss=drop"],
-             "acsl+gumbel": ["activation=gumbel", "detector.loss=acsl"],
-             "federated+gumbel": ["activation=gumbel", "detector.loss=federated"],
              "focal+gumbel": ["activation=gumbel"]}
 DETECTORS = {"focal+gumbel": "toy_retinanet"}
 
@@ -31,7 +31,7 @@ def toy(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", sorted(THRESHOLDS))
-def test_small_mask_rcnn_learns_the_long_tailed_toy_set(make_cfg, tmp_path, toy, variant):
+def test_small_detector_learns_the_long_tailed_toy_set(make_cfg, tmp_path, toy, variant):
     out = tmp_path / "run"
     overrides = [o for o in run_overrides(toy, out, detector=DETECTORS.get(variant, "toy_mask_rcnn"))
                  if not o.startswith(("out_dir=", "progress="))]

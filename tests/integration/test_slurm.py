@@ -162,6 +162,8 @@ def test_two_tasks_with_slurms_environment_train_as_torchrun_ranks(tmp_path):
     for r in records:
         assert r["world_size"] == 2 and r["num_eval"] == 500
         assert len(r["rank_param_checksums"]) == 2 and r["rank_param_checksums"][0] == r["rank_param_checksums"][1]
-    torchrun = run_py(f"out_dir={tmp_path / 'torchrun'}", *QUICK2, cwd=tmp_path, launcher=TORCHRUN)
+    # torchrun sets OMP_NUM_THREADS=1 only where it is unset: set here, so a caller's value cannot differ
+    torchrun = run_py(f"out_dir={tmp_path / 'torchrun'}", *QUICK2, cwd=tmp_path, launcher=TORCHRUN,
+                      env={"OMP_NUM_THREADS": "1"})
     assert torchrun.returncode == 0, torchrun.stderr[-3000:]
     assert comparable(records) == comparable(results(tmp_path / "torchrun"))
