@@ -131,25 +131,31 @@ def wait_child(cmd: list[str]) -> tuple[str, dict]:
                  "rss_gib": usage.ru_maxrss / 2 ** 20}
 
 
-def standalone(folder: Path, n: int, iou_type: str) -> dict:
+def standalone(folder: Path, n: int, iou_type: str, workers: list[int]) -> list[dict]:
+    """One row per --workers value (the command's own read / evaluate split, wall, CPU, peak
+    RSS); each row's metrics checked against FastLVISEval's on json.load's list (one child)."""
     gt, dt = folder / f"gt_{n}.json", folder / f"dt_{iou_type}_{n}.json"
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "metrics.json"
-        _, usage = wait_child([sys.executable, "-m", "lt_bench.cli", "lvis-eval", str(dt), "--ann", str(gt),
-                               "--iou-type", iou_type, "--json", str(out)])
-        report = json.loads(out.read_text())
+    rows = []
+    for w in workers:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "metrics.json"
+            _, usage = wait_child([sys.executable, "-m", "lt_bench.cli", "lvis-eval", str(dt), "--ann", str(gt),
+                                   "--iou-type", iou_type, "--workers", str(w), "--json", str(out)])
+            rows.append({**usage, "report": json.loads(out.read_text()), "file_gib": dt.stat().st_size / 2 ** 30})
     reference = run_child("ours", gt, dt, iou_type)["summary"]       # FastLVISEval on json.load's list
-    return {**usage, "report": report, "same": report["metrics"][iou_type] == reference,
-            "file_gib": dt.stat().st_size / 2 ** 30}
+    for row in rows:
+        row["same"] = row["report"]["metrics"][iou_type] == reference
+    return rows
 
 
 def standalone_rows(results: list[tuple[int, str, dict]]) -> str:
-    lines = ["| N | iou | file GiB | read results s | read ann. s | evaluate s | command s (wall) | CPU s | "
+    lines = ["| N | iou | workers | file GiB | read results s | read ann. s | evaluate s | command s (wall) | CPU s | "
              "peak RSS GiB | RSS above file GiB | AP | = FastLVISEval on json.load |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for n, iou_type, r in results:
         s = r["report"]["seconds"]
-        lines.append(f"| {n:,} | {iou_type} | {r['file_gib']:.2f} | {s['read_results']:.1f} | {s['read_annotations']:.1f} | "
+        lines.append(f"| {n:,} | {iou_type} | {r['report']['workers']} | {r['file_gib']:.2f} | {s['read_results']:.1f} | "
+                     f"{s['read_annotations']:.1f} | "
                      f"{s['evaluate'][iou_type]:.1f} | {r['wall']:.1f} | {r['cpu']:.1f} | {r['rss_gib']:.2f} | "
                      f"{r['rss_gib'] - r['file_gib']:.2f} | {r['report']['metrics'][iou_type]['AP']:.4f} | "
                      f"{'all 13 equal' if r['same'] else 'DIFFERENT'} |")
@@ -315,6 +321,8 @@ def main() -> None:
     parser.add_argument("--only-ours", action="store_true", help="skip lvis-api and faster-coco-eval")
     parser.add_argument("--standalone", action="store_true",
                         help="time the lt-bench lvis-eval command on the results files (and check its metrics)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                        help="--standalone: a row for each lt-bench lvis-eval --workers value (default: 1 2)")
     parser.add_argument("--readers", action="store_true", help="compare the libraries that read a results file")
     parser.add_argument("--candidates", nargs="+", choices=tuple(READERS), default=None,
                         help="--readers: these only (default: all; a library not installed fails its row)")
@@ -338,7 +346,7 @@ def main() -> None:
                     rows += compare_readers(folder, n, iou_type, args.candidates or list(READERS))
                 if args.standalone:
                     print(f"lt-bench lvis-eval {iou_type} N={n} ...", flush=True)
-                    results.append((n, iou_type, standalone(folder, n, iou_type)))
+                    results += [(n, iou_type, row) for row in standalone(folder, n, iou_type, args.workers)]
         if rows:
             print("\n| reader | iou | N | seconds | CPU s | peak RSS GiB | RSS - file size GiB | same columns |")
             print("| --- | --- | --- | --- | --- | --- | --- | --- |")
