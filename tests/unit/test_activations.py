@@ -181,7 +181,7 @@ def test_detection_init_is_the_papers():
     assert torch.all(layer.weight == 0.001) and torch.all(layer.bias == -2.0)
     init_classifier(layer, build_activation("sigmoid"), "paper")
     assert torch.all(layer.bias == -6.5)
-    with pytest.raises(ConfigError, match="unknown classifier init 'xavier'; valid: keep, paper, prior"):
+    with pytest.raises(ConfigError, match="unknown classifier init 'xavier'; valid: focal_prior, keep, paper, prior"):
         init_classifier(layer, build_activation("sigmoid"), "xavier")
 
 
