@@ -30,9 +30,7 @@ small ``PartialEval``; ``merge`` of the parts on one rank gives exactly the unsh
 from __future__ import annotations
 
 import json
-import multiprocessing
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
@@ -42,6 +40,7 @@ from typing import Any
 import numpy as np
 import pycocotools.mask as mask_utils
 
+from lt_bench.detection.forked import can_fork, forked_map, runs
 from lt_bench.errors import ConfigError, DataError
 
 # lvis.eval.Params, value for value
@@ -370,21 +369,13 @@ class FastLVISEval:
         self.recall = -np.ones((_T, K, _A))
         todo = np.flatnonzero(num_gt.any(1))
         state = (order, bounds, num_gt, tp_bits, fp_bits)
-        if workers <= 1 or len(todo) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        if workers <= 1 or len(todo) < 2 or not can_fork():
             self._accumulate(todo, *state)
             return self.summarize()
         # contiguous runs of categories of about equal detection counts
-        work = np.cumsum(bounds[todo + 1] - bounds[todo] + 1)
-        runs = [r for r in np.split(todo, np.searchsorted(work, work[-1] * np.arange(1, workers) / workers)) if len(r)]
-        global _FORKED
-        _FORKED = (self, state)
-        try:
-            context = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(max_workers=len(runs), mp_context=context) as pool:
-                for ks, precision, recall in pool.map(_accumulate_run, runs):
-                    self.precision[:, :, ks], self.recall[:, ks] = precision, recall
-        finally:
-            _FORKED = None
+        category_runs = runs(todo, bounds[todo + 1] - bounds[todo] + 1, workers)
+        for ks, precision, recall in forked_map(_accumulate_run, category_runs, (self, state)):
+            self.precision[:, :, ks], self.recall[:, ks] = precision, recall
         return self.summarize()
 
     def _accumulate(self, categories: np.ndarray, order: np.ndarray, bounds: np.ndarray, num_gt: np.ndarray,
@@ -468,38 +459,24 @@ class FastLVISEval:
         ``workers`` > 1 matches shards of the images in that many forked processes, which share
         the detections and this evaluator copy-on-write, and merges them on return: the numbers
         are the same (``merge`` is exact); where fork is unavailable, one process does it all."""
-        if workers <= 1 or len(self.img_ids) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        if workers <= 1 or len(self.img_ids) < 2 or not can_fork():
             return self.merge([self.evaluate_images(None, detections)])
         cols = _columns(detections, self.iou_type == "segm")          # once, before the fork
         columns = {"image_id": cols.image_id, "category_id": cols.category_id, "score": cols.score,
                    "bbox": cols.bbox, "segmentation": cols.segmentation}
         # contiguous image shards of about equal detection counts
-        img = self._img_index(cols.image_id, "detection")
-        per_image = np.bincount(img, minlength=len(self.img_ids)).cumsum()
-        cuts = np.searchsorted(per_image, per_image[-1] * np.arange(1, workers) / workers, side="right")
-        shards = [s for s in np.split(self.img_ids, cuts) if len(s)]
-        global _FORKED
-        _FORKED = (self, columns)
-        try:
-            context = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(max_workers=len(shards), mp_context=context) as pool:
-                partials = list(pool.map(_evaluate_shard, shards))
-        finally:
-            _FORKED = None
-        return self.merge(partials, workers)
+        per_image = np.bincount(self._img_index(cols.image_id, "detection"), minlength=len(self.img_ids))
+        shards = runs(self.img_ids, per_image, workers)
+        return self.merge(forked_map(_evaluate_shard, shards, (self, columns)), workers)
 
 
-# what the forked workers of FastLVISEval.evaluate / merge (workers=N) share: inherited, not pickled
-_FORKED: tuple | None = None
-
-
-def _evaluate_shard(image_ids: np.ndarray) -> PartialEval:
-    evaluator, columns = _FORKED
+def _evaluate_shard(shared: tuple, image_ids: np.ndarray) -> PartialEval:
+    evaluator, columns = shared
     return evaluator.evaluate_images(image_ids, columns)
 
 
-def _accumulate_run(categories: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    evaluator, state = _FORKED
+def _accumulate_run(shared: tuple, categories: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    evaluator, state = shared
     evaluator._accumulate(categories, *state)
     return categories, evaluator.precision[:, :, categories], evaluator.recall[:, categories]
 

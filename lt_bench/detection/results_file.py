@@ -20,9 +20,7 @@ a ``DataError`` naming the file and the detection (its index in the array) or th
 from __future__ import annotations
 
 import codecs
-import multiprocessing
 import re
-from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Iterator, Sequence
 from itertools import chain
 from operator import attrgetter
@@ -31,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from lt_bench.detection.forked import can_fork, forked_map
 from lt_bench.errors import DataError
 
 BATCH = 16_384                   # detections decoded into Python objects at a time
@@ -271,27 +270,17 @@ def parse_results(data: bytes, source: str = "the results", masks: str = "read",
     # time as the workers save (measured: 18.6 s against 18.4 s at LVIS v1 val's size) and memory
     readers = 1 if need_masks else max(1, min(workers, len(starts)))
     groups = [g.tolist() for g in np.array_split(np.asarray(starts, dtype=np.int64), readers)]
-    if len(groups) > 1 and "fork" in multiprocessing.get_all_start_methods():
-        global _FORKED
-        _FORKED = (elements, need_masks, source, batch)
-        try:
-            with ProcessPoolExecutor(max_workers=len(groups), mp_context=multiprocessing.get_context("fork")) as pool:
-                parts = list(pool.map(_decode_group, groups))
-        finally:
-            _FORKED = None
-        out = _Batches.joined(parts, source)
+    if len(groups) > 1 and can_fork():
+        out = _Batches.joined(forked_map(_decode_group, groups, (elements, need_masks, source, batch)), source)
     else:
         out = _decode(elements, starts, need_masks, source, batch)
     del elements
     return out.columns()
 
 
-# (raw elements, need_masks, source, batch) for the forked readers: inherited, not pickled
-_FORKED: tuple | None = None
-
-
-def _decode_group(starts: list[int]) -> "_Batches":
-    elements, need_masks, source, batch = _FORKED
+def _decode_group(shared: tuple, starts: list[int]) -> "_Batches":
+    """A forked reader's runs of batches (``shared``: the raw elements, need_masks, source, batch)."""
+    elements, need_masks, source, batch = shared
     return _decode(elements, starts, need_masks, source, batch)
 
 

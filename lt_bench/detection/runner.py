@@ -32,6 +32,7 @@ from lt_bench.detection.categories import (ANNOTATED_TRAIN_IMAGES, CategoryStats
                                            load_category_stats, save_category_stats)
 from lt_bench.detection.evaluation import SUMMARY_KEYS
 from lt_bench.detection.grad_stats import positive_gradient_hook
+from lt_bench.detection.losses.focal import FOCAL_ALPHA, FOCAL_GAMMA
 from lt_bench.detection.validate import classifier_scheme, dataset_spec, is_dense, is_lvis, is_stock
 from lt_bench.errors import ConfigError, DataError, LtBenchError
 from lt_bench.fileio import atomic_write_json
@@ -381,10 +382,7 @@ def apply_box_classifier(mm, cfg: DictConfig, stats: CategoryStats, frequency_fi
         # assigned, not update()d: mmengine's ConfigDict.update merges, which would keep the
         # stock loss's keys (use_sigmoid, ...) in ours
         head["loss_cls"] = box_classifier_loss(cfg, len(stats.ids), frequency_file, lambda_of(cfg))
-        # mmdet's own init (the head's defaults), then the classifier's (``keep``: mmdet's stays)
-        head["init_cfg"] = as_list(default_head_init(head) or []) + [
-            dict(type="ActivationClassifierInit", activation=cfg.activation, scheme=classifier_scheme(cfg),
-                 activation_options=activation_options(cfg, cfg.activation), override=dict(name="fc_cls"))]
+        head["init_cfg"] = with_classifier_init(cfg, as_list(default_head_init(head) or []), "fc_cls")
     for head in as_list(roi.get("mask_head") or []):
         head["num_classes"] = len(stats.ids)
     return mm
@@ -397,18 +395,22 @@ def _apply_dense_classifier(mm, cfg: DictConfig, stats: CategoryStats, frequency
     if head is None or "roi_head" in mm.model:
         raise ConfigError(f"detector {cfg.detector.name} is declared dense (detector.kind), but its mmdet config "
                           f"{cfg.detector.mmdet_config} has {'a roi_head' if head is not None else 'no bbox_head'}")
-    if is_stock(cfg):
-        head["num_classes"] = len(stats.ids)
-        return mm
     head["num_classes"] = len(stats.ids)
+    if is_stock(cfg):
+        return mm
     recipe = head.get("loss_cls") or {}       # the config's focal gamma and alpha stay the detector's recipe
     head["loss_cls"] = {**box_classifier_loss(cfg, len(stats.ids), frequency_file, lambda_of(cfg)), "use_sigmoid": True,
-                        **{k: recipe[k] for k in ("gamma", "alpha") if k in recipe}}
+                        "gamma": recipe.get("gamma", FOCAL_GAMMA), "alpha": recipe.get("alpha", FOCAL_ALPHA)}
     own = as_list(default_head_init(head) or [])   # a RetinaHead's default is one dict
-    head["init_cfg"] = own + [
-        dict(type="ActivationClassifierInit", activation=cfg.activation, scheme=classifier_scheme(cfg),
-             activation_options=activation_options(cfg, cfg.activation), override=dict(name=dense_classifier_name(own)))]
+    head["init_cfg"] = with_classifier_init(cfg, own, dense_classifier_name(own))
     return mm
+
+
+def with_classifier_init(cfg: DictConfig, own: list[dict], classifier: str) -> list[dict]:
+    """mmdet's own init of a head (its defaults, ``own``), then the run's classifier init on the
+    layer named ``classifier`` (``keep``: mmdet's stays)."""
+    return own + [dict(type="ActivationClassifierInit", activation=cfg.activation, scheme=classifier_scheme(cfg),
+                       activation_options=activation_options(cfg, cfg.activation), override=dict(name=classifier))]
 
 
 def detector_config(cfg: DictConfig):
@@ -565,8 +567,8 @@ def run_detection(cfg: DictConfig) -> dict:
         run["ap_type"] = "segm" if "segm" in as_list(mm.test_evaluator.get("metric", "bbox")) else "bbox"
         if is_dense(cfg) and not is_stock(cfg):
             loss_cfg = mm.model["bbox_head"]["loss_cls"]
-            run.update(focal_gamma=float(loss_cfg.get("gamma", 2.0)),
-                       focal_alpha=None if loss_cfg.get("alpha", 0.25) is None else float(loss_cfg.get("alpha", 0.25)))
+            alpha = loss_cfg["alpha"]
+            run.update(focal_gamma=float(loss_cfg["gamma"]), focal_alpha=None if alpha is None else float(alpha))
         run["per_category"] = per_category_record(runner, stats) if ctx.is_main else None
         record = _record(cfg, metrics, time.perf_counter() - started, ctx.world_size, run)
         if ctx.is_main:

@@ -23,6 +23,8 @@ from lt_bench.detection.losses.base import _ClassificationLoss
 from lt_bench.errors import ConfigError
 from lt_bench.registries import DETECTION_LOSSES
 
+FOCAL_GAMMA, FOCAL_ALPHA = 2.0, 0.25       # Lin et al.'s (and mmdet's RetinaNet's) focusing and class weight
+
 
 @DETECTION_LOSSES.register("focal")
 class ActivationFocalLoss(_ClassificationLoss):
@@ -31,8 +33,8 @@ class ActivationFocalLoss(_ClassificationLoss):
     binary_only = True
     dense = True       # a dense head's classification loss (RetinaNet), not a box head's
 
-    def __init__(self, activation: str = "gumbel", num_classes: int = 80, gamma: float = 2.0,
-                 alpha: float | None = 0.25, use_sigmoid: bool = True, **kwargs):
+    def __init__(self, activation: str = "gumbel", num_classes: int = 80, gamma: float = FOCAL_GAMMA,
+                 alpha: float | None = FOCAL_ALPHA, use_sigmoid: bool = True, **kwargs):
         super().__init__(activation, num_classes, **kwargs)
         if not self.activation.binary:
             raise ConfigError(f"the focal loss scores each class on its own: it needs a binary activation "
