@@ -4,7 +4,10 @@ lvis-api's ``LVISEval`` keeps a dict per detection and loops over every image x 
 (24 million for LVIS v1 val), although LVIS's federated rules make nearly all of them empty:
 a detection only counts in a category the image is annotated with (IoU and greedy matching)
 or lists in ``neg_category_ids`` (a false positive, no IoU needed).  Here detections are numpy
-columns and only those pairs are touched; ``pycocotools.mask.iou`` gives the IoUs.
+columns and only those pairs are touched: box IoUs are pycocotools' ``bbIou`` formula on all
+pairs at once (the same float operations), mask IoUs ``pycocotools.mask.iou`` per pair; the
+accumulation walks only the true positives of each category, area range and threshold (see
+``_accumulate``), all of them in 40 vectorised passes.
 
 Every rule is lvis-api's (``lvis/results.py``, ``lvis/eval.py``):
 
@@ -52,6 +55,7 @@ FREQ_LBL = ("r", "c", "f")
 _THR = np.minimum(IOU_THRS, 1 - 1e-10)        # evaluate_img's min([iou_thr, 1 - 1e-10])
 _T, _A, _R = len(IOU_THRS), len(AREA_RNG), len(REC_THRS)
 _IGNORED, _TP, _FP = 0, 1, 2                  # a detection's status per (area range, threshold)
+_CHUNK = 1 << 21                              # IoU entries (detection x ground truth) made at a time
 
 
 @dataclass
@@ -109,6 +113,10 @@ class FastLVISEval:
         ids = _ints(cats, "id", self.source, "category")
         _unique_or_fail(ids, self.source, "category")
         self.cat_ids = np.sort(ids)
+        self._cat_lut = None
+        if len(ids) and 0 <= self.cat_ids[0] and self.cat_ids[-1] < max(1 << 16, 4 * len(ids)):
+            self._cat_lut = np.full(int(self.cat_ids[-1]) + 1, -1, np.int64)
+            self._cat_lut[self.cat_ids] = np.arange(len(ids))
         self.file_cat_ids = ids.tolist()          # json order (mmdet's label -> category map)
         by_id = {int(c["id"]): c for c in cats}
         self.freq_groups: list[list[int]] = [[] for _ in FREQ_LBL]
@@ -179,6 +187,9 @@ class FastLVISEval:
         """Index into the sorted category ids, -1 for ids not in the file."""
         if not len(self.cat_ids):
             return np.full(len(cat_ids), -1)
+        if self._cat_lut is not None:         # small non-negative ids (LVIS: 1..1203): a table
+            inside = (cat_ids >= 0) & (cat_ids < len(self._cat_lut))
+            return np.where(inside, self._cat_lut[np.where(inside, cat_ids, 0)], -1)
         idx = np.searchsorted(self.cat_ids, cat_ids).clip(max=len(self.cat_ids) - 1)
         return np.where(self.cat_ids[idx] == cat_ids, idx, -1)
 
@@ -214,19 +225,19 @@ class FastLVISEval:
         area = self._det_area(cols, pos)
         ok = (area > 0) & (area < np.inf)
         pos, key, area = pos[ok], key[ok], area[ok]
-        order = np.lexsort((pos, -cols.score[pos], key))          # pairs, then score (stable)
+        order = _lexorder(-cols.score[pos], key % K, key // K)    # pairs, then score (stable: pos ascending)
         pos, key, area = pos[order], key[order], area[order]
 
         out = (area[None] < AREA_RNG[:, :1]) | (area[None] > AREA_RNG[:, 1:])
         nel = np.isin(key, self._nel_keys)
         ig_unmatched = out | nel[None]                                   # [A, n]
-        status = np.broadcast_to(np.where(ig_unmatched, _IGNORED, _FP).astype(np.uint8)[:, None],
-                                 (_A, _T, len(pos))).copy()
+        status = np.broadcast_to(np.where(ig_unmatched.T, _IGNORED, _FP).astype(np.uint8)[:, :, None],
+                                 (len(pos), _A, _T)).copy()                 # [n, A, T]
         self._match(cols, pos, key, ig_unmatched, status)
 
         gsel = np.isin(self._g_img, shard)
         num_gt = np.stack([np.bincount(self._g_cat[gsel & ~self._g_ig[a]], minlength=K) for a in range(_A)], 1)
-        flat = status.reshape(_A * _T, -1).T
+        flat = status.reshape(len(pos), _A * _T)
         return PartialEval(image_ids=self.img_ids[shard], num_gt=num_gt.astype(np.int64),
                            cat=(key % K).astype(np.int32), img=(key // K).astype(np.int32),
                            pos=pos.astype(np.int64), score=cols.score[pos].copy(),
@@ -265,44 +276,111 @@ class FastLVISEval:
     def _match(self, cols: _Columns, pos: np.ndarray, key: np.ndarray, ig_unmatched: np.ndarray,
                status: np.ndarray) -> None:
         """IoU and evaluate_img's greedy matching in every pair with ground truth and
-        detections; writes the matched detections' status.  Pairs in which no detection reaches
-        IoU 0.5 with two ground truths (nearly all) are matched together, vectorised: each
-        ground truth then goes to the first detection (in score order) that reaches it."""
-        bounds = np.flatnonzero(np.r_[True, key[1:] != key[:-1], True]) if len(key) else np.zeros(1, np.int64)
+        detections; writes the matched detections' status.  The pairs' IoU matrices are made a
+        chunk of pairs at a time as one flat array (boxes: vectorised, pycocotools' formula;
+        masks: pycocotools per pair).  Pairs in which no detection reaches IoU 0.5 with two
+        ground truths (nearly all) are matched together, vectorised: each ground truth then goes
+        to the first detection (in score order) that reaches it; the others take ``_greedy``."""
+        if not len(key):
+            return
+        bounds = np.flatnonzero(np.r_[True, key[1:] != key[:-1], True])
         starts, ends = bounds[:-1], bounds[1:]
         run_keys = key[starts]
         with_gt = np.isin(run_keys, self._pos_keys)
         starts, ends, run_keys = starts[with_gt], ends[with_gt], run_keys[with_gt]
+        if not len(starts):
+            return
         g_starts = np.searchsorted(self._g_key, run_keys, side="left")
         g_ends = np.searchsorted(self._g_key, run_keys, side="right")
-        det_geom = self._det_geometry(cols, pos)
-        easy_d, easy_g, easy_iou = [], [], []
-        zeros = [0] * (int((g_ends - g_starts).max()) if len(g_ends) else 0)
-        K = len(self.cat_ids)
-        for s, e, gs, ge, pair in zip(starts.tolist(), ends.tolist(), g_starts.tolist(), g_ends.tolist(),
-                                      run_keys.tolist()):
-            ious = mask_utils.iou(det_geom(s, e, pair // K), self._gt_geometry(gs, ge, pair // K), zeros[:ge - gs])
-            cand = ious >= _THR[0]
-            per_det = cand.sum(1)
-            if per_det.max() <= 1:
-                rows = np.flatnonzero(per_det)
-                cols_ = cand[rows].argmax(1)
-                easy_d.append(s + rows)
-                easy_g.append(gs + cols_)
-                easy_iou.append(ious[rows, cols_])
-            else:
-                match = _greedy(ious, self._g_ig[:, gs:ge])
-                a, t, d = np.nonzero(match >= 0)
-                self._mark(status, ig_unmatched, a, t, s + d, gs + match[a, t, d])
-        if easy_d:
-            d, g, iou = np.concatenate(easy_d), np.concatenate(easy_g), np.concatenate(easy_iou)
-            for t in range(_T):
-                reach = np.flatnonzero(iou >= _THR[t])
-                _, first = np.unique(g[reach], return_index=True)    # first detection per gt
-                win = reach[first]
-                n = len(win)
-                self._mark(status, ig_unmatched, np.repeat(np.arange(_A), n), np.full(_A * n, t),
-                           np.tile(d[win], _A), np.tile(g[win], _A))
+        sizes = (ends - starts) * (g_ends - g_starts)
+        easy: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        for c in _chunks(sizes, _CHUNK):
+            runs_ = (starts[c], ends[c], g_starts[c], g_ends[c], run_keys[c] // len(self.cat_ids))
+            ious = self._pair_ious(cols, pos, *runs_)
+            easy.append(self._match_chunk(ious, *runs_[:4], ig_unmatched, status))
+        d, g, iou = (np.concatenate(x) for x in zip(*easy))
+        for t in range(_T):
+            reach = np.flatnonzero(iou >= _THR[t])
+            _, first = np.unique(g[reach], return_index=True)    # first detection per gt
+            win = reach[first]
+            n = len(win)
+            self._mark(status, ig_unmatched, np.repeat(np.arange(_A), n), np.full(_A * n, t),
+                       np.tile(d[win], _A), np.tile(g[win], _A))
+
+    def _match_chunk(self, ious: np.ndarray, starts: np.ndarray, ends: np.ndarray, g_starts: np.ndarray,
+                     g_ends: np.ndarray, ig_unmatched: np.ndarray, status: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One chunk of pairs (``ious``: each pair's [D, G] matrix, row-major, one after the
+        other): the crowded pairs matched by ``_greedy`` (status written), the others' candidate
+        (detection, ground truth, IoU) triples returned."""
+        D, G = ends - starts, g_ends - g_starts
+        offsets = np.r_[0, np.cumsum(D * G)]
+        cand = np.flatnonzero(ious >= _THR[0])
+        run = np.searchsorted(offsets, cand, side="right") - 1
+        local = cand - offsets[run]
+        det, gt = starts[run] + local // G[run], g_starts[run] + local % G[run]
+        uniq, first, count = np.unique(det, return_index=True, return_counts=True)
+        crowded = np.zeros(len(D), bool)
+        crowded[run[first[count > 1]]] = True           # a detection reaching two ground truths
+        for r in np.flatnonzero(crowded).tolist():
+            s, gs = int(starts[r]), int(g_starts[r])
+            match = _greedy(ious[offsets[r]:offsets[r + 1]].reshape(D[r], G[r]), self._g_ig[:, gs:g_ends[r]])
+            a, t, d = np.nonzero(match >= 0)
+            self._mark(status, ig_unmatched, a, t, s + d, gs + match[a, t, d])
+        keep = ~crowded[run]
+        return det[keep], gt[keep], ious[cand[keep]]
+
+    def _pair_ious(self, cols: _Columns, pos: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                   g_starts: np.ndarray, g_ends: np.ndarray, images: np.ndarray) -> np.ndarray:
+        """The IoU matrices of these pairs (detections ``pos[start:end]``, ground truths
+        ``g_start:g_end``), each [D, G] row-major, one after the other in one flat array."""
+        if self.iou_type == "bbox":
+            D, G = ends - starts, g_ends - g_starts
+            offsets = np.r_[0, np.cumsum(D * G)]
+            entry = np.arange(offsets[-1])
+            run = np.repeat(np.arange(len(D)), D * G)
+            local = entry - offsets[run]
+            det = starts[run] + local // G[run]
+            gt = g_starts[run] + local % G[run]
+            return _box_iou(self._det_boxes(cols, pos[det]), self._g_box[gt])
+        D = ends - starts
+        ends_ = np.cumsum(D)                        # the pairs' detections, one after the other
+        rows = np.repeat(starts - (ends_ - D), D) + np.arange(ends_[-1])
+        rles = self._det_rles(cols, pos[rows])
+        anns = self.dataset["annotations"]
+        out = []
+        for s, e, gs, ge, image in zip((ends_ - D).tolist(), ends_.tolist(), g_starts.tolist(), g_ends.tolist(),
+                                       images.tolist()):
+            img = self._images[image]
+            gts = []
+            for i in self._g_ann[gs:ge].tolist():
+                if "segmentation" not in anns[i]:
+                    raise DataError(f"{self.source}: annotation {anns[i]['id']} has no 'segmentation'")
+                gts.append(_to_rle(anns[i]["segmentation"], img))
+            out.append(np.asarray(mask_utils.iou(rles[s:e], gts, [0] * (ge - gs)), np.float64).ravel())
+        return np.concatenate(out)
+
+    def _det_boxes(self, cols: _Columns, rows: np.ndarray) -> np.ndarray:
+        """The detections' boxes for box IoU (LVISResults: toBbox of the mask without a box)."""
+        if cols.bbox is not None:
+            return cols.bbox[rows]
+        return np.concatenate([np.asarray(mask_utils.toBbox(_take(cols.segmentation, rows[i:i + 4096])),
+                                          dtype=np.float64).reshape(-1, 4)
+                               for i in range(0, len(rows), 4096)] or [np.zeros((0, 4))])
+
+    def _det_rles(self, cols: _Columns, rows: np.ndarray) -> list:
+        """The masks of these detections as pycocotools takes them (LVISResults: a box result
+        without a mask has its box's polygon; polygons and uncompressed RLE converted)."""
+        masks = _take(cols.segmentation, rows) if cols.segmentation is not None else [None] * len(rows)
+        for j, m in enumerate(masks):
+            if type(m) is dict and not isinstance(m.get("counts"), list):
+                continue
+            i = int(rows[j])
+            if m is None:
+                x1, y1, w, h = cols.bbox[i].tolist()
+                m = [[x1, y1, x1, y1 + h, x1 + w, y1 + h, x1 + w, y1]]
+            masks[j] = _to_rle(m, self._images[self._img_index(cols.image_id[i:i + 1], "detection")[0]])
+        return masks
 
     def _mark(self, status: np.ndarray, ig_unmatched: np.ndarray, a: np.ndarray, t: np.ndarray,
               d: np.ndarray, g: np.ndarray) -> None:
@@ -310,48 +388,11 @@ class FastLVISEval:
         a match to id 0 is unmatched for accumulate (lvis's ``dt_m == 0``)."""
         id0 = self._g_id[g] == 0
         ignored = self._g_ig[a, g] | (id0 & ig_unmatched[a, d])
-        status[a, t, d] = np.where(ignored, _IGNORED, np.where(id0, _FP, _TP))
-
-    def _det_geometry(self, cols: _Columns, pos: np.ndarray):
-        """A function (start, end, image index) -> the detections' boxes or RLEs for iou."""
-        if self.iou_type == "bbox":
-            if cols.bbox is not None:
-                boxes = cols.bbox[pos]
-            else:        # LVISResults: ann["bbox"] = toBbox(segmentation)
-                boxes = np.concatenate([np.asarray(mask_utils.toBbox(_take(cols.segmentation, pos[i:i + 4096])),
-                                                   dtype=np.float64).reshape(-1, 4)
-                                        for i in range(0, len(pos), 4096)] or [np.zeros((0, 4))])
-            return lambda s, e, image: boxes[s:e]
-        positions = pos.tolist()
-
-        def rles(s: int, e: int, image: int) -> list:
-            img = self._images[image]
-            out = []
-            for i in positions[s:e]:
-                segm = cols.segmentation[i] if cols.segmentation is not None else None
-                if segm is None:   # LVISResults: a box result's segmentation is the box polygon
-                    x1, y1, w, h = cols.bbox[i].tolist()
-                    segm = [[x1, y1, x1, y1 + h, x1 + w, y1 + h, x1 + w, y1]]
-                out.append(_to_rle(segm, img))
-            return out
-        return rles
-
-    def _gt_geometry(self, gs: int, ge: int, image: int):
-        if self.iou_type == "bbox":
-            return self._g_box[gs:ge]
-        anns, img = self.dataset["annotations"], self._images[image]
-        out = []
-        for i in self._g_ann[gs:ge].tolist():
-            if "segmentation" not in anns[i]:
-                raise DataError(f"{self.source}: annotation {anns[i]['id']} has no 'segmentation'")
-            out.append(_to_rle(anns[i]["segmentation"], img))
-        return out
+        status[d, a, t] = np.where(ignored, _IGNORED, np.where(id0, _FP, _TP))
 
     # ---- merge, accumulate, summarize ---------------------------------------------------
-    def merge(self, partials: Sequence[PartialEval], workers: int = 1) -> dict[str, float]:
-        """Accumulate and summarize the shards' results (each image in one shard only).
-        ``workers`` > 1 accumulates runs of categories in that many forked processes (each
-        category's numbers are its own: the same result)."""
+    def merge(self, partials: Sequence[PartialEval]) -> dict[str, float]:
+        """Accumulate and summarize the shards' results (each image in one shard only)."""
         K = len(self.cat_ids)
         seen = np.concatenate([p.image_ids for p in partials]) if partials else np.zeros(0, np.int64)
         uniq, counts = np.unique(seen, return_counts=True)
@@ -360,55 +401,14 @@ class FastLVISEval:
         if any(p.num_gt.shape != (K, _A) for p in partials):
             raise DataError(f"a shard was evaluated against another ground truth than {self.source}")
         num_gt = sum((p.num_gt for p in partials), np.zeros((K, _A), np.int64))
-        cat, img, pos, score, tp_bits, fp_bits = (
-            np.concatenate([getattr(p, f) for p in partials]) if partials else np.zeros(0)
-            for f in ("cat", "img", "pos", "score", "tp_bits", "fp_bits"))
-        order = np.lexsort((pos, img, -score, cat))    # accumulate's stable sort by score
-        bounds = np.searchsorted(cat[order], np.arange(K + 1))
-        self.precision = -np.ones((_T, _R, K, _A))
-        self.recall = -np.ones((_T, K, _A))
-        todo = np.flatnonzero(num_gt.any(1))
-        state = (order, bounds, num_gt, tp_bits, fp_bits)
-        if workers <= 1 or len(todo) < 2 or not can_fork():
-            self._accumulate(todo, *state)
-            return self.summarize()
-        # contiguous runs of categories of about equal detection counts
-        category_runs = runs(todo, bounds[todo + 1] - bounds[todo] + 1, workers)
-        for ks, precision, recall in forked_map(_accumulate_run, category_runs, (self, state)):
-            self.precision[:, :, ks], self.recall[:, ks] = precision, recall
+        cat, img, pos, score = (np.concatenate([getattr(p, f) for p in partials]) if partials else np.zeros(0, np.int64)
+                                for f in ("cat", "img", "pos", "score"))
+        tp_bits, fp_bits = (np.concatenate([getattr(p, f) for p in partials]) if partials
+                            else np.zeros((0, -(-_A * _T // 8)), np.uint8) for f in ("tp_bits", "fp_bits"))
+        # accumulate's stable sort by score within a category: ties by image, then result position
+        order = _lexorder(pos, img, -score, cat)
+        self.precision, self.recall = _accumulate(cat[order], tp_bits[order], fp_bits[order], num_gt)
         return self.summarize()
-
-    def _accumulate(self, categories: np.ndarray, order: np.ndarray, bounds: np.ndarray, num_gt: np.ndarray,
-                    tp_bits: np.ndarray, fp_bits: np.ndarray) -> None:
-        """accumulate for these categories: precision and recall of each, in place."""
-        for k in categories.tolist():
-            rows = order[bounds[k]:bounds[k + 1]]
-            tps = np.unpackbits(tp_bits[rows], axis=1, count=_A * _T).T.reshape(_A, _T, -1)
-            fps = np.unpackbits(fp_bits[rows], axis=1, count=_A * _T).T.reshape(_A, _T, -1)
-            areas = np.flatnonzero(num_gt[k])
-            self._precision_at_recall(np.cumsum(tps[areas], axis=-1).astype(dtype=float),
-                                      np.cumsum(fps[areas], axis=-1).astype(dtype=float), num_gt[k, areas], k, areas)
-
-    def _precision_at_recall(self, tp: np.ndarray, fp: np.ndarray, num_gt: np.ndarray, k: int,
-                             areas: np.ndarray) -> None:
-        """accumulate's inner loop for one category: the area ranges with ground truth, all
-        thresholds at once (tp, fp: cumulative sums [areas, T, n]), the same float operations."""
-        n = tp.shape[-1]
-        if n == 0:
-            self.recall[:, k, areas] = 0
-            self.precision[:, :, k, areas] = 0
-            return
-        rc = tp / num_gt[:, None, None]
-        pr = tp / (fp + tp + np.spacing(1))
-        pr = np.maximum.accumulate(pr[..., ::-1], axis=-1)[..., ::-1]     # max precision to the right
-        self.recall[:, k, areas] = rc[..., -1].T
-        for i, a in enumerate(areas.tolist()):
-            for t in range(_T):
-                idx = np.searchsorted(rc[i, t], REC_THRS, side="left")
-                q = np.zeros(_R)
-                inside = idx < n
-                q[inside] = pr[i, t, idx[inside]]
-                self.precision[t, :, k, a] = q
 
     def _summarize(self, kind: str, iou_thr: float | None = None, area_rng: str = "all",
                    freq_group_idx: int | None = None) -> float:
@@ -467,7 +467,7 @@ class FastLVISEval:
         # contiguous image shards of about equal detection counts
         per_image = np.bincount(self._img_index(cols.image_id, "detection"), minlength=len(self.img_ids))
         shards = runs(self.img_ids, per_image, workers)
-        return self.merge(forked_map(_evaluate_shard, shards, (self, columns)), workers)
+        return self.merge(forked_map(_evaluate_shard, shards, (self, columns)))
 
 
 def _evaluate_shard(shared: tuple, image_ids: np.ndarray) -> PartialEval:
@@ -475,15 +475,87 @@ def _evaluate_shard(shared: tuple, image_ids: np.ndarray) -> PartialEval:
     return evaluator.evaluate_images(image_ids, columns)
 
 
-def _accumulate_run(shared: tuple, categories: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    evaluator, state = shared
-    evaluator._accumulate(categories, *state)
-    return categories, evaluator.precision[:, :, categories], evaluator.recall[:, categories]
-
-
 def fast_lvis_evaluate(gt: Any, detections: Any, iou_type: str = "segm", max_dets: int = 300) -> dict[str, float]:
     """Same contract as ``lt_bench.detection.evaluation.lvis_evaluate``, same numbers."""
     return FastLVISEval(gt, iou_type, max_dets).evaluate(detections)
+
+
+def _accumulate(cat: np.ndarray, tp_bits: np.ndarray, fp_bits: np.ndarray, num_gt: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """lvis-api's ``accumulate`` for every category, area range and IoU threshold at once:
+    ``precision`` [T, R, K, A] and ``recall`` [T, K, A] (-1 where a category has no ground
+    truth in the area range).  ``cat``, ``tp_bits``, ``fp_bits``: the kept detections in
+    accumulate's order (category, then score; stable), their packed tp / fp bits over
+    (area range, threshold).
+
+    lvis-api walks each (category, area, threshold) row densely: cumulative tp and fp,
+    precision tp / (fp + tp + eps), its maximum to the right, read at the first position whose
+    recall tp / num_gt reaches each recall threshold.  Only the true positives matter for that:
+    precision falls between them, so the maximum to the right of the c-th true positive is the
+    maximum over the c-th and later true positives, and the first position reaching recall
+    threshold r is the c(r)-th true positive, c(r) the smallest count with c / num_gt >= r
+    (the same float division).  So each row is its true positives alone: their count c, the
+    false positives before them f, precision c / (f + c + eps) as lvis-api computes it."""
+    K = len(num_gt)
+    precision, recall = -np.ones((_T, _R, K, _A)), -np.ones((_T, K, _A))
+    bounds = np.searchsorted(cat, np.arange(K + 1))                 # each category's detections
+    levels, which = np.unique(num_gt, return_inverse=True)
+    which = which.reshape(num_gt.shape)
+    # per ground-truth count u: the true positives c(r) needed to reach each recall threshold r
+    need = np.stack([np.searchsorted(np.arange(u + 1, dtype=np.float64) / max(u, 1), REC_THRS, side="left")
+                     for u in levels.tolist()])
+    for col in range(_A * _T):                                      # the bit order: a * T + t
+        a, t = divmod(col, _T)
+        ks = np.flatnonzero(num_gt[:, a] > 0)
+        if not len(ks):
+            continue
+        tp = _bit(tp_bits, col)
+        det = np.flatnonzero(tp)                                    # the true positives, in order
+        k_tp = cat[det]
+        fp_before = np.r_[0, np.cumsum(_bit(fp_bits, col), dtype=np.int64)]
+        f = fp_before[det] - fp_before[bounds[k_tp]]                # false positives before, in its category
+        tp_count = np.bincount(k_tp, minlength=K)
+        tp_start = np.r_[0, np.cumsum(tp_count)[:-1]]
+        c = np.arange(len(det)) - tp_start[k_tp] + 1.0               # it is its category's c-th
+        best = _suffix_max(c / (f.astype(np.float64) + c + np.spacing(1)), k_tp)
+        ng = num_gt[ks, a]
+        recall[t, ks, a] = tp_count[ks] / ng
+        c_r = np.maximum(need[which[ks, a]], 1)                      # [categories, R]
+        inside = c_r <= tp_count[ks][:, None]
+        at = np.where(inside, tp_start[ks][:, None] + c_r - 1, 0)
+        precision[t, :, ks, a] = np.where(inside, best[at] if len(best) else 0.0, 0.0)
+    return precision, recall
+
+
+def _bit(bits: np.ndarray, i: int) -> np.ndarray:
+    """Bit i of np.packbits' rows (big-endian within a byte), as 0/1 uint8."""
+    return (bits[:, i >> 3] >> (7 - (i & 7))) & 1
+
+
+def _suffix_max(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The maximum of ``values`` from each entry to the end of its row (rows: contiguous runs
+    of equal ``rows``), by doubling: exact, a log2(longest row) passes."""
+    out = values.copy()
+    longest = int(np.bincount(rows).max()) if len(rows) else 0
+    step = 1
+    while step < longest:
+        same = rows[step:] == rows[:-step]
+        out[:-step] = np.where(same, np.maximum(out[:-step], out[step:]), out[:-step])
+        step *= 2
+    return out
+
+
+def _lexorder(*keys: np.ndarray) -> np.ndarray:
+    """``np.lexsort(keys)`` (the last key primary) as successive stable sorts, keys that fit in
+    16 bits sorted as such (NumPy's radix sort)."""
+    order = None
+    for key in keys:
+        key = key if order is None else key[order]
+        if key.dtype.kind in "iu" and len(key) and 0 <= key.min() and key.max() < 1 << 16:
+            key = key.astype(np.uint16)
+        step = np.argsort(key, kind="stable")
+        order = step if order is None else order[step]
+    return order if order is not None else np.zeros(0, np.int64)
 
 
 def _greedy(ious: np.ndarray, gt_ig: np.ndarray) -> np.ndarray:
@@ -508,6 +580,29 @@ def _greedy(ious: np.ndarray, gt_ig: np.ndarray) -> np.ndarray:
         taken[a, t, g] = True
         match[a, t, d] = g
     return match
+
+
+def _box_iou(dt: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """pycocotools' ``bbIou`` (maskApi.c) of box pairs ``dt[i]``, ``gt[i]`` (xywh, no crowd),
+    with its float operations in its order: fmin/fmax, ``w <= 0`` or ``h <= 0`` gives 0."""
+    w = np.fmin(dt[:, 2] + dt[:, 0], gt[:, 2] + gt[:, 0]) - np.fmax(dt[:, 0], gt[:, 0])
+    h = np.fmin(dt[:, 3] + dt[:, 1], gt[:, 3] + gt[:, 1]) - np.fmax(dt[:, 1], gt[:, 1])
+    inter = w * h
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = inter / (dt[:, 2] * dt[:, 3] + gt[:, 2] * gt[:, 3] - inter)
+    return np.where((w <= 0) | (h <= 0), 0.0, iou)
+
+
+def _chunks(sizes: np.ndarray, limit: int) -> list[slice]:
+    """Contiguous slices of the runs whose sizes add up to at most ``limit`` (a larger run alone)."""
+    total = np.cumsum(sizes)
+    out, lo = [], 0
+    while lo < len(sizes):
+        base = int(total[lo - 1]) if lo else 0
+        hi = max(lo + 1, int(np.searchsorted(total, base + limit, side="right")))
+        out.append(slice(lo, hi))
+        lo = hi
+    return out
 
 
 def _to_rle(segm: Any, img: Mapping) -> dict:

@@ -4,15 +4,21 @@ The file is a JSON array of objects with ``image_id``, ``category_id``, ``score`
 ``[x, y, w, h]`` and/or ``segmentation`` (compressed RLE ``{"size": [h, w], "counts": "..."}``;
 polygons and uncompressed RLE as lvis-api accepts them).  ``json.load`` of LVIS v1 val's 5.9
 million detections makes as many dicts (3.5 GiB for boxes, 5.9 GiB for masks); here msgspec
-does the parsing in two passes over the file's bytes:
+decodes the file a span at a time straight into typed structs, turned into numpy columns and
+let go:
 
-1. the array into ``msgspec.Raw`` elements (each a view of the file's bytes: the JSON is
-   checked and split, nothing is converted);
-2. batches of elements decoded into typed structs, turned into numpy columns and let go.
+1. the array's body is cut into spans of about ``128 * batch`` bytes, each cut just after a
+   ``}`` that a comma follows (a guess: it could lie inside a string);
+2. each span is decoded as ``[`` + span + ``]``.  That succeeds only if the span is whole
+   elements (a cut inside a string or a nested value leaves it unterminated), so when every
+   span decodes, the spans are exactly the array's elements, in order.
 
-So the Python objects alive at any moment are one batch's.  Masks stay compact: every
-compressed RLE's counts in one bytes buffer with offsets (``MaskColumn``), a dict made only for
-the detections the evaluator looks at.  Every JSON detail (key order, whitespace, extra keys,
+If anything fails, the file is read element by element instead: the array into
+``msgspec.Raw`` elements (views of the file's bytes, the JSON checked and split), then batches
+of elements decoded; that names every problem exactly.  Either way the Python objects alive at
+any moment are one span's or batch's.  Masks stay compact: every compressed RLE's counts in
+one bytes buffer with offsets (``MaskColumn``), a dict made only for the detections the
+evaluator looks at.  Every JSON detail (key order, whitespace, extra keys,
 exponents, string escapes, integer scores) is msgspec's, which follows the JSON standard;
 numbers outside float64 and the non-standard ``NaN``/``Infinity`` are errors.  Every problem is
 a ``DataError`` naming the file and the detection (its index in the array) or the byte.
@@ -80,8 +86,13 @@ class MaskColumn(Sequence):
         positions = positions % max(len(self), 1)
         starts, ends = self.offsets[positions].tolist(), self.offsets[positions + 1].tolist()
         view, other = self._view, self.other
-        out = [{"size": size, "counts": view[s:e].tobytes()}
-               for size, s, e in zip(self.sizes[positions].tolist(), starts, ends)]
+        # one [h, w] list for each run of equal sizes (an image's masks share theirs)
+        hw = self.sizes[positions]
+        change = np.flatnonzero(np.r_[True, (hw[1:] != hw[:-1]).any(1)]) if len(hw) else np.zeros(0, np.int64)
+        sizes = hw[change].tolist()
+        which = np.repeat(np.arange(len(change)), np.diff(np.r_[change, len(hw)]))
+        out = [{"size": sizes[j], "counts": view[s:e].tobytes()}
+               for j, s, e in zip(which.tolist(), starts, ends)]
         if other:
             for j, i in enumerate(positions.tolist()):
                 if i in other:
@@ -255,6 +266,9 @@ def parse_results(data: bytes, source: str = "the results", masks: str = "read",
     if not data.strip():
         raise DataError(f"{source}: empty, not a JSON array of detections")
     _check_utf8(data, source)
+    fast = _parse_spans(data, source, masks, batch, workers)
+    if fast is not None:
+        return fast.columns()
     try:
         elements = msgspec.json.decode(data, type=list[msgspec.Raw])
     except msgspec.ValidationError as err:
@@ -276,6 +290,87 @@ def parse_results(data: bytes, source: str = "the results", masks: str = "read",
         out = _decode(elements, starts, need_masks, source, batch)
     del elements
     return out.columns()
+
+
+_WS = b" \t\n\r"                          # JSON's whitespace
+_SPLIT = re.compile(rb"\}[ \t\n\r]*,")      # an object's end and a comma: where an element may end
+_SOMETHING = re.compile(rb"[^ \t\n\r]")      # not whitespace
+
+
+class _NotSplit(Exception):
+    """The file could not be decoded in spans (a split inside a string, or any problem)."""
+
+
+def _spans(data: bytes, size: int) -> list[tuple[int, int]] | None:
+    """The array's body cut into spans of about ``size`` bytes, each cut just after a ``}``
+    that a comma follows (the comma and the whitespace around it left out).  A cut is only a
+    guess: a span is proven to be whole elements when ``[`` + span + ``]`` decodes (a cut
+    inside a string or a nested value leaves that text unterminated).  None: not ``[ ... ]``
+    with something inside."""
+    first, last = 0, len(data) - 1
+    while first < len(data) and data[first] in _WS:
+        first += 1
+    while last > first and data[last] in _WS:
+        last -= 1
+    if data[first:first + 1] != b"[" or data[last:last + 1] != b"]" or not _SOMETHING.search(data, first + 1, last):
+        return None
+    spans, at, end = [], first + 1, last
+    while True:
+        found = _SPLIT.search(data, at + size, end) if at + size < end else None
+        if found is None:
+            spans.append((at, end))
+            return spans
+        spans.append((at, found.start() + 1))
+        at = found.end()
+
+
+def _parse_spans(data: bytes, source: str, masks: str, batch: int, workers: int) -> "_Batches | None":
+    """The fast way: spans of the file decoded straight into typed structs (no raw split of
+    every element first).  None when it does not apply or anything fails: the caller then
+    reads the file element by element, which names the problem exactly."""
+    import msgspec
+    spans = _spans(data, max(64, 128 * batch))
+    if spans is None:
+        return None
+    try:
+        head = msgspec.json.decode(b"[" + data[spans[0][0]:spans[0][1]] + b"]", type=list[msgspec.Raw])
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    need_masks = masks == "read"
+    if masks != "read" and head:
+        keys = _keys(head[0])
+        need_masks = "bbox" not in keys or (masks == "auto" and "segmentation" in keys)
+    del head
+    readers = 1 if need_masks else max(1, min(workers, len(spans)))
+    groups = [spans[g[0]:g[-1] + 1] for g in np.array_split(np.arange(len(spans)), readers) if len(g)]
+    try:
+        if len(groups) > 1 and can_fork():
+            return _Batches.joined(forked_map(_decode_spans, groups, (data, need_masks, source)), source)
+        return _decode_spans((data, need_masks, source), spans)
+    except (_NotSplit, DataError):
+        return None
+
+
+def _decode_spans(shared: tuple, spans: list[tuple[int, int]]) -> "_Batches":
+    """Spans of the file decoded into columns (``shared``: the file's bytes, need_masks,
+    source); any problem raises ``_NotSplit`` (the indices here are not the file's)."""
+    import msgspec
+    data, need_masks, source = shared
+    det_type, rle_type = _types(need_masks)
+    decoder = msgspec.json.Decoder(list[det_type])
+    out, first = _Batches(need_masks, source), 0
+    for start, end in spans:
+        if not _SOMETHING.search(data, start, end):
+            raise _NotSplit          # an empty element: "[..., ]" or ", ,"
+        try:
+            dets = decoder.decode(b"[" + data[start:end] + b"]")
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            raise _NotSplit from None
+        if dets:
+            out.add(dets, first, rle_type)
+        first += len(dets)
+        del dets
+    return out
 
 
 def _decode_group(shared: tuple, starts: list[int]) -> "_Batches":

@@ -77,7 +77,7 @@ def assert_sharded_equal(ours: FastLVISEval, detections: list[dict], shards: int
         partials.append(ours.evaluate_images(sorted(mine), copy.deepcopy(own + other)))
     assert ours.merge(partials) == summary
     np.testing.assert_array_equal(ours.precision, precision)
-    # forked processes (image shards matched, then category runs accumulated): bit for bit too
+    # forked processes (image shards matched, then merged): bit for bit too
     recall = ours.recall.copy()
     assert ours.evaluate(copy.deepcopy(detections), workers=shards) == summary
     np.testing.assert_array_equal(ours.precision, precision)
@@ -427,3 +427,88 @@ def test_per_category_ap_is_mmdets_classwise_reading_of_lvis_apis_precision(iou_
     defined = [v for v in per_category.values() if v is not None]
     assert len(defined) == len(with_gt) and 0 <= min(defined) < max(defined) <= 1
     assert float(np.mean(defined)) == pytest.approx(summary["AP"], abs=1e-12)
+
+
+# ---- the vectorised pieces against what they replace ------------------------------------------
+def test_box_iou_is_pycocotools_bit_for_bit():
+    """Box pairs, degenerate ones included (zero and negative sizes, touching edges, a box
+    inside another, identical boxes): the same float64 as pycocotools' bbIou."""
+    from lt_bench.detection.fast_eval import _box_iou
+    rng = np.random.default_rng(0)
+    dt = np.round(rng.uniform(-5, 60, (3000, 4)), rng.integers(0, 3))
+    gt = np.round(rng.uniform(-5, 60, (3000, 4)), 2)
+    dt[200:, 2:] = np.abs(dt[200:, 2:]) + 0.5
+    dt[:200, 2:] = 0.0
+    dt[200:400, 2] = -dt[200:400, 2]
+    gt[400:600] = dt[400:600]
+    gt[600:800, 0] = dt[600:800, 0] + dt[600:800, 2]          # touching on the left edge
+    gt[800:1000, :2], gt[800:1000, 2:] = dt[800:1000, :2] + 1, dt[800:1000, 2:] / 3
+    expected = np.array([mask_utils.iou(d[None], g[None], [0])[0, 0] for d, g in zip(dt, gt)])
+    got = _box_iou(dt, gt)
+    assert got.tobytes() == expected.tobytes()
+    assert (got[400:600] == 1).all() and (got[600:800] == 0).all() and (got[:200] == 0).all()
+
+
+def test_suffix_max_and_lexorder_are_the_plain_versions():
+    from lt_bench.detection.fast_eval import _lexorder, _suffix_max
+    rng = np.random.default_rng(1)
+    rows = np.sort(rng.integers(0, 300, 5000))
+    values = rng.integers(0, 7, 5000) / 7
+    expected = np.array([values[i:np.searchsorted(rows, rows[i], side="right")].max() for i in range(5000)])
+    assert np.array_equal(_suffix_max(values, rows), expected)
+    keys = (rng.integers(0, 5, 4000), -rng.integers(0, 4, 4000) / 4, rng.integers(0, 70_000, 4000) % 9,
+            rng.integers(0, 3, 4000).astype(np.int32))
+    assert np.array_equal(_lexorder(*keys), np.lexsort(keys))
+    assert np.array_equal(_lexorder(np.arange(0)), np.zeros(0, np.int64))
+
+
+def dense_accumulate(cat, tp, fp, num_gt):
+    """lvis-api 0.5.3's accumulate loop as it is written (cumulative tp / fp, precision with
+    its maximum to the right, read at np.searchsorted(rc, rec_thrs) in a try/except)."""
+    from lt_bench.detection.fast_eval import REC_THRS
+    K, A = num_gt.shape
+    T = tp.shape[1] // A
+    precision, recall = -np.ones((T, len(REC_THRS), K, A)), -np.ones((T, K, A))
+    for k in range(K):
+        for a in range(A):
+            if num_gt[k, a] == 0:
+                continue
+            rows = np.flatnonzero(cat == k)
+            tp_sum = np.cumsum(tp[rows][:, a * T:(a + 1) * T].T, axis=1).astype(float)
+            fp_sum = np.cumsum(fp[rows][:, a * T:(a + 1) * T].T, axis=1).astype(float)
+            for t, (tp_, fp_) in enumerate(zip(tp_sum, fp_sum)):
+                rc = tp_ / num_gt[k, a]
+                recall[t, k, a] = rc[-1] if len(tp_) else 0
+                pr = (tp_ / (fp_ + tp_ + np.spacing(1))).tolist()
+                for i in range(len(tp_) - 1, 0, -1):
+                    if pr[i] > pr[i - 1]:
+                        pr[i - 1] = pr[i]
+                q = [0.0] * len(REC_THRS)
+                try:
+                    for j, idx in enumerate(np.searchsorted(rc, REC_THRS, side="left")):
+                        q[j] = pr[idx]
+                except IndexError:
+                    pass
+                precision[t, :, k, a] = q
+    return precision, recall
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_accumulate_over_true_positives_is_lvis_apis_dense_loop(seed):
+    """Random tp / fp / ignored statuses (a detection is one of the three per area and
+    threshold), categories without detections, without ground truth, with more true positives
+    than ground truth would allow in lvis-api: the same precision and recall, bit for bit."""
+    from lt_bench.detection.fast_eval import _A, _T, _accumulate
+    rng = np.random.default_rng(seed)
+    K, n = 12, 1500
+    cat = np.sort(rng.choice([0, 1, 2, 3, 5, 6, 7, 9, 10, 11], n, p=[.3, .2, .1, .1, .1, .05, .05, .05, .03, .02]))
+    status = rng.choice(3, (n, _A * _T), p=[0.2, 0.3, 0.5])          # 0 ignored, 1 tp, 2 fp
+    status[cat == 3] = rng.choice([0, 2], ((cat == 3).sum(), _A * _T))  # a category without a true positive
+    num_gt = rng.integers(0, 60, (K, _A))
+    num_gt[2] = 0
+    num_gt[4] = [5, 0, 3, 1]                                       # ground truth, no detections
+    tp, fp = (status == 1).astype(np.uint8), (status == 2).astype(np.uint8)
+    precision, recall = _accumulate(cat, np.packbits(tp, axis=1), np.packbits(fp, axis=1), num_gt)
+    ref_precision, ref_recall = dense_accumulate(cat, tp, fp, num_gt)
+    assert precision.tobytes() == ref_precision.tobytes()
+    assert recall.tobytes() == ref_recall.tobytes()

@@ -285,3 +285,55 @@ def test_a_missing_file(tmp_path):
 def test_parse_results_names_its_source():
     with pytest.raises(DataError, match=r"^my results: detection #0: Object missing required field `category_id`"):
         parse_results(b'[{"image_id": 1, "score": 1}]', "my results")
+
+
+# ---- spans: the file decoded in pieces cut between elements ----------------------------------
+def test_a_well_formed_file_is_decoded_in_spans(tmp_path, monkeypatch):
+    """batch=7 cuts the array into spans of about 900 bytes, each cut just after a '}' that a
+    comma follows; every span decodes, so the element-by-element reader is never used."""
+    from lt_bench.detection import results_file
+
+    def element_path(*args):
+        raise AssertionError("the element-by-element reader was used")
+    monkeypatch.setattr(results_file, "_decode", element_path)
+    reference = detections(200, 9)
+    text = json.dumps(reference, indent=1)
+    spans = results_file._spans(text.encode(), 128 * 7)
+    assert len(spans) > 20
+    path = write(tmp_path, text)
+    assert_columns_equal(read_results(path, batch=7), reference)
+    assert_columns_equal(read_results(path, batch=7, masks="read", workers=3), reference)
+
+
+def test_cuts_guessed_inside_strings_change_nothing(tmp_path):
+    """Extra keys whose strings hold '},', '} ,' and '}\\n,' (where a cut may be guessed): the
+    columns are json.load's, whatever the span size."""
+    reference = detections(60, 10)
+    for i, d in enumerate(reference):
+        d["note"] = ["}, {", "x} ,y", "}\n,}", '\\"},"'][i % 4] * (1 + i % 3)
+        d["nested"] = {"a": [{"b": "},"}, {"c": 1}], "d": {}}
+    path = write(tmp_path, json.dumps(reference))
+    for batch in (1, 2, 3, 5, 8, 16_384):
+        assert_columns_equal(read_results(path, batch=batch), reference)
+
+
+@pytest.mark.parametrize("gap", [", ,", ",\f", "\f,", ",\v"])
+def test_a_bad_gap_between_elements_is_an_error(tmp_path, gap):
+    """What lies between two spans (a '}', whitespace, a comma) is JSON's whitespace only: a
+    second comma or a form feed there is an error, as it is for json.loads."""
+    items = [json.dumps(d) for d in detections(30, 11)]
+    text = "[" + ", ".join(items[:15]) + gap + " " + ", ".join(items[15:]) + "]"
+    with pytest.raises(ValueError):
+        json.loads(text)
+    for batch in (1, 4, 16_384):
+        with pytest.raises(DataError, match="not valid JSON"):
+            read_results(write(tmp_path, text), batch=batch)
+
+
+@pytest.mark.parametrize("text", ["[{GOOD},]", "[{GOOD}, {GOOD},\n]", "[{GOOD}]]", "[[{GOOD}]", "[{GOOD}] x"])
+def test_a_broken_end_is_an_error(tmp_path, text):
+    text = text.replace("{GOOD}", GOOD)
+    with pytest.raises(ValueError):
+        json.loads(text)
+    with pytest.raises(DataError):
+        read_results(write(tmp_path, text), batch=1)
