@@ -7,8 +7,8 @@ million detections makes as many dicts (3.5 GiB for boxes, 5.9 GiB for masks); h
 decodes the file a span at a time straight into typed structs, turned into numpy columns and
 let go:
 
-1. the array's body is cut into spans of about ``128 * batch`` bytes, each cut just after a
-   ``}`` that a comma follows (a guess: it could lie inside a string);
+1. the array's body is cut into spans of about ``128 * batch`` bytes, each cut between a ``}``
+   and a ``{`` that a comma separates (a guess: it could lie inside a string);
 2. each span is decoded as ``[`` + span + ``]``.  That succeeds only if the span is whole
    elements (a cut inside a string or a nested value leaves it unterminated), so when every
    span decodes, the spans are exactly the array's elements, in order.
@@ -26,6 +26,7 @@ a ``DataError`` naming the file and the detection (its index in the array) or th
 from __future__ import annotations
 
 import codecs
+import os
 import re
 from collections.abc import Iterator, Sequence
 from itertools import chain
@@ -60,12 +61,13 @@ def _types(need_masks: bool):
 
 
 class MaskColumn(Sequence):
-    """The detections' masks: compressed RLEs as one bytes buffer + offsets and their sizes;
-    polygons, uncompressed RLEs and missing masks (None) kept as they are, by index.
-    ``column[i]`` is what the file held (``counts`` as bytes, which pycocotools takes)."""
+    """The detections' masks: compressed RLEs as one buffer holding their counts (mask i's at
+    ``buffer[starts[i]:ends[i]]``) and their sizes; polygons, uncompressed RLEs and missing
+    masks (None) kept as they are, by index.  ``column[i]`` is what the file held (``counts``
+    as bytes, which pycocotools takes)."""
 
-    def __init__(self, sizes: np.ndarray, buffer: bytes | bytearray, offsets: np.ndarray, other: dict[int, Any]):
-        self.sizes, self.buffer, self.offsets, self.other = sizes, buffer, offsets, other
+    def __init__(self, sizes: np.ndarray, buffer: Any, starts: np.ndarray, ends: np.ndarray, other: dict[int, Any]):
+        self.sizes, self.buffer, self.starts, self.ends, self.other = sizes, buffer, starts, ends, other
         self._view = memoryview(buffer)
 
     def __len__(self) -> int:
@@ -76,7 +78,7 @@ class MaskColumn(Sequence):
         if i in self.other:
             return self.other[i]
         h, w = self.sizes[i].tolist()
-        return {"size": [h, w], "counts": self._view[int(self.offsets[i]):int(self.offsets[i + 1])].tobytes()}
+        return {"size": [h, w], "counts": self._view[int(self.starts[i]):int(self.ends[i])].tobytes()}
 
     def take(self, positions: Sequence[int] | np.ndarray) -> list:
         """``[column[i] for i in positions]``, vectorised."""
@@ -84,7 +86,7 @@ class MaskColumn(Sequence):
         if len(positions) and not (-len(self) <= positions.min() and positions.max() < len(self)):
             raise IndexError(f"positions out of range for {len(self)} masks")
         positions = positions % max(len(self), 1)
-        starts, ends = self.offsets[positions].tolist(), self.offsets[positions + 1].tolist()
+        starts, ends = self.starts[positions].tolist(), self.ends[positions].tolist()
         view, other = self._view, self.other
         # one [h, w] list for each run of equal sizes (an image's masks share theirs)
         hw = self.sizes[positions]
@@ -119,7 +121,7 @@ class MaskColumn(Sequence):
 
     @property
     def nbytes(self) -> int:
-        return len(self.buffer) + self.offsets.nbytes + self.sizes.nbytes
+        return len(self.buffer) + self.starts.nbytes + self.ends.nbytes + self.sizes.nbytes
 
 
 class _Batches:
@@ -137,9 +139,13 @@ class _Batches:
         self.sizes: list = []
         self.counts = bytearray()          # grows in place: no second copy at the end
         self.lengths: list = []
+        self.target: Any = None            # a shared buffer the counts are written into instead
+        self.starts: list = []             # (then) where each mask's counts begin in it
         self.other: dict[int, Any] = {}
 
-    def add(self, dets: list, first: int, rle_type: type) -> None:
+    def add(self, dets: list, first: int, rle_type: type, at: int | None = None) -> None:
+        """One span's or batch's detections (``first``: the index of the first); ``at``: where
+        their masks' counts go in ``target`` (else they are appended to ``counts``)."""
         from msgspec import UNSET
         n = len(dets)
         if self.first is None:
@@ -161,9 +167,9 @@ class _Batches:
         segms = list(map(attrgetter("segmentation"), dets))
         self.masks_in_file = self.masks_in_file or segms.count(UNSET) < n
         if self.need_masks:
-            self._add_masks(segms, first, rle_type)
+            self._add_masks(segms, first, rle_type, at)
 
-    def _add_masks(self, segms: list, first: int, rle_type: type) -> None:
+    def _add_masks(self, segms: list, first: int, rle_type: type, at: int | None) -> None:
         from msgspec import UNSET
         n = len(segms)
         try:          # the usual file: every mask a compressed RLE
@@ -187,7 +193,11 @@ class _Batches:
         else:
             lengths = np.fromiter((len(c.encode("utf-8")) for c in counts), np.int64, n)
         self.sizes.append(sizes)
-        self.counts += data
+        if at is None:
+            self.counts += data
+        else:            # over the span's own bytes, already decoded (the counts are no longer than them)
+            self.target[at:at + len(data)] = data
+            self.starts.append(at + np.r_[0, np.cumsum(lengths)[:-1]])
         self.lengths.append(lengths)
 
     @classmethod
@@ -203,7 +213,7 @@ class _Batches:
                 raise DataError(f"{source}: detection #{lacks} has no 'bbox' but detection #{has} has: "
                                 "all detections or none (lvis-api's rule)")
             out.masks_in_file = out.masks_in_file or part.masks_in_file
-            for name in ("image_id", "category_id", "score", "bbox", "sizes", "lengths"):
+            for name in ("image_id", "category_id", "score", "bbox", "sizes", "lengths", "starts"):
                 getattr(out, name).extend(getattr(part, name))
             out.counts += part.counts
             out.other.update(part.other)
@@ -217,9 +227,13 @@ class _Batches:
                                "bbox": cat(self.bbox, np.float64, (0, 4)) if self.with_bbox else None,
                                "segmentation": None, "masks_in_file": self.masks_in_file}
         if self.need_masks and self.masks_in_file:
-            offsets = np.zeros(len(out["score"]) + 1, np.int64)
-            np.cumsum(cat(self.lengths, np.int64), out=offsets[1:])
-            out["segmentation"] = MaskColumn(cat(self.sizes, np.int64, (0, 2)), self.counts, offsets, self.other)
+            lengths = cat(self.lengths, np.int64)
+            if self.target is not None:
+                starts, buffer = cat(self.starts, np.int64), self.target
+            else:
+                starts, buffer = np.r_[0, np.cumsum(lengths)[:-1]].astype(np.int64), self.counts
+            out["segmentation"] = MaskColumn(cat(self.sizes, np.int64, (0, 2)), buffer, starts, starts + lengths,
+                                             self.other)
         return out
 
 
@@ -245,30 +259,62 @@ def read_results(path: str | Path, masks: str = "read", batch: int = BATCH, work
     ``masks``: ``read`` them; ``skip`` them (only checked to be JSON) unless the detections
     have no boxes, whose box evaluation needs them; ``auto``: read them when the first
     detection has one or has no box.  As lvis-api requires, either every detection has
-    ``bbox`` or none has.  ``workers`` > 1 decodes contiguous runs of batches in that many
-    forked processes (they share the file's bytes copy-on-write) and joins them in file order:
-    the same columns, and the first problem in file order is the one reported.  Masks that are
-    read are read in one process."""
+    ``bbox`` or none has.  ``workers`` > 1 decodes contiguous runs of spans in that many
+    forked processes and joins them in file order: the same columns, and the first problem in
+    file order is the one reported.
+
+    The file is read into shared anonymous memory; the masks' counts are written over the
+    bytes of the span they came from once it is decoded (decoded counts are never longer than
+    their JSON text), so the masks cost no second buffer and forked readers hand them back
+    through that memory, not through pipes.  Should anything fail, the file is read again and
+    element by element."""
     source = str(path)
     try:
-        data = Path(path).read_bytes()
+        data = _read_shared(Path(path))
     except OSError as err:
         raise DataError(f"cannot read the results file {source}: {err.strerror or err}") from None
-    return parse_results(data, source, masks, batch, workers)
+    return _parse(data, source, masks, batch, workers, lambda: Path(path).read_bytes())
+
+
+def _read_shared(path: Path) -> Any:
+    """The file's bytes in shared anonymous memory (an ``mmap``; empty files as b"")."""
+    import mmap
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            return b""
+        buffer = mmap.mmap(-1, size)
+        with memoryview(buffer) as view:
+            got = 0
+            while got < size:
+                n = f.readinto(view[got:])
+                if not n:
+                    raise OSError(f"the file became shorter while it was read ({got} of {size} bytes)")
+                got += n
+    return buffer
 
 
 def parse_results(data: bytes, source: str = "the results", masks: str = "read",
                   batch: int = BATCH, workers: int = 1) -> dict[str, Any]:
-    """``read_results`` on the file's bytes (``source`` names it in errors)."""
+    """``read_results`` on the file's bytes (``source`` names it in errors); the masks' counts
+    are copied into a buffer of their own, and read in one process."""
+    return _parse(data, source, masks, batch, workers, None)
+
+
+def _parse(data: Any, source: str, masks: str, batch: int, workers: int, reread: Any) -> dict[str, Any]:
+    """``data``: bytes, or a shared ``mmap`` the masks' counts may be written into (then
+    ``reread()`` gives the file's bytes again, for the element-by-element reading)."""
     import msgspec
     if masks not in MASKS:
         raise ValueError(f"masks must be one of {MASKS}, not {masks!r}")
-    if not data.strip():
+    if not _SOMETHING.search(data):
         raise DataError(f"{source}: empty, not a JSON array of detections")
     _check_utf8(data, source)
-    fast = _parse_spans(data, source, masks, batch, workers)
+    fast = _parse_spans(data, source, masks, batch, workers, in_place=not isinstance(data, bytes))
     if fast is not None:
         return fast.columns()
+    if not isinstance(data, bytes):
+        data = reread()          # the spans tried may have been written over
     try:
         elements = msgspec.json.decode(data, type=list[msgspec.Raw])
     except msgspec.ValidationError as err:
@@ -293,7 +339,7 @@ def parse_results(data: bytes, source: str = "the results", masks: str = "read",
 
 
 _WS = b" \t\n\r"                          # JSON's whitespace
-_SPLIT = re.compile(rb"\}[ \t\n\r]*,")      # an object's end and a comma: where an element may end
+_SPLIT = re.compile(rb"\}[ \t\n\r]*,[ \t\n\r]*\{")    # "}, {": where one detection may end and the next begin
 _SOMETHING = re.compile(rb"[^ \t\n\r]")      # not whitespace
 
 
@@ -302,11 +348,11 @@ class _NotSplit(Exception):
 
 
 def _spans(data: bytes, size: int) -> list[tuple[int, int]] | None:
-    """The array's body cut into spans of about ``size`` bytes, each cut just after a ``}``
-    that a comma follows (the comma and the whitespace around it left out).  A cut is only a
-    guess: a span is proven to be whole elements when ``[`` + span + ``]`` decodes (a cut
-    inside a string or a nested value leaves that text unterminated).  None: not ``[ ... ]``
-    with something inside."""
+    """The array's body cut into spans of about ``size`` bytes, each cut between a ``}`` and
+    a ``{`` with a comma between them (the comma and the whitespace around it left out).  A cut
+    is only a guess: a span is proven to be whole elements when ``[`` + span + ``]`` decodes (a
+    cut inside a string or a nested value leaves that text unterminated).  None: not
+    ``[ ... ]`` with something inside."""
     first, last = 0, len(data) - 1
     while first < len(data) and data[first] in _WS:
         first += 1
@@ -321,13 +367,15 @@ def _spans(data: bytes, size: int) -> list[tuple[int, int]] | None:
             spans.append((at, end))
             return spans
         spans.append((at, found.start() + 1))
-        at = found.end()
+        at = found.end() - 1
 
 
-def _parse_spans(data: bytes, source: str, masks: str, batch: int, workers: int) -> "_Batches | None":
+def _parse_spans(data: Any, source: str, masks: str, batch: int, workers: int, in_place: bool) -> "_Batches | None":
     """The fast way: spans of the file decoded straight into typed structs (no raw split of
-    every element first).  None when it does not apply or anything fails: the caller then
-    reads the file element by element, which names the problem exactly."""
+    every element first); ``in_place``: the masks' counts written over the spans' bytes in
+    ``data`` (a shared mmap), so that forked readers can read masks too.  None when it does
+    not apply or anything fails: the caller then reads the file element by element, which
+    names the problem exactly."""
     import msgspec
     spans = _spans(data, max(64, 128 * batch))
     if spans is None:
@@ -341,24 +389,34 @@ def _parse_spans(data: bytes, source: str, masks: str, batch: int, workers: int)
         keys = _keys(head[0])
         need_masks = "bbox" not in keys or (masks == "auto" and "segmentation" in keys)
     del head
-    readers = 1 if need_masks else max(1, min(workers, len(spans)))
+    readers = 1 if need_masks and not in_place else max(1, min(workers, len(spans)))
     groups = [spans[g[0]:g[-1] + 1] for g in np.array_split(np.arange(len(spans)), readers) if len(g)]
+    shared = (data, need_masks, source, in_place)
     try:
         if len(groups) > 1 and can_fork():
-            return _Batches.joined(forked_map(_decode_spans, groups, (data, need_masks, source)), source)
-        return _decode_spans((data, need_masks, source), spans)
+            parts, count = forked_map(_decode_spans, groups, shared), 0
+            for part in parts:      # a part's indices are its own: shift them to the file's
+                part.other = {count + i: v for i, v in part.other.items()}
+                part.first = None if part.first is None else count + part.first
+                count += sum(map(len, part.score))
+            out = _Batches.joined(parts, source)
+        else:
+            out = _decode_spans(shared, spans)
     except (_NotSplit, DataError):
         return None
+    out.target = data if in_place else None
+    return out
 
 
 def _decode_spans(shared: tuple, spans: list[tuple[int, int]]) -> "_Batches":
     """Spans of the file decoded into columns (``shared``: the file's bytes, need_masks,
     source); any problem raises ``_NotSplit`` (the indices here are not the file's)."""
     import msgspec
-    data, need_masks, source = shared
+    data, need_masks, source, in_place = shared
     det_type, rle_type = _types(need_masks)
     decoder = msgspec.json.Decoder(list[det_type])
     out, first = _Batches(need_masks, source), 0
+    out.target = data if in_place else None
     for start, end in spans:
         if not _SOMETHING.search(data, start, end):
             raise _NotSplit          # an empty element: "[..., ]" or ", ,"
@@ -367,9 +425,10 @@ def _decode_spans(shared: tuple, spans: list[tuple[int, int]]) -> "_Batches":
         except (msgspec.ValidationError, msgspec.DecodeError):
             raise _NotSplit from None
         if dets:
-            out.add(dets, first, rle_type)
+            out.add(dets, first, rle_type, start if in_place else None)
         first += len(dets)
         del dets
+    out.target = None            # not sent back (the parent has the buffer)
     return out
 
 
@@ -430,13 +489,14 @@ def _keys(element: Any) -> set:
         return set()
 
 
-def _check_utf8(data: bytes, source: str) -> None:
+def _check_utf8(data: Any, source: str) -> None:
     """json.load reads text: a file that is not UTF-8 is an error here too (msgspec alone does
     not look inside strings it skips)."""
-    if data.isascii():
+    step = 1 << 24
+    if data.isascii() if isinstance(data, bytes) else all(data[at:at + step].isascii()
+                                                            for at in range(0, len(data), step)):
         return
     decoder = codecs.getincrementaldecoder("utf-8")()
-    step = 1 << 24
     for at in range(0, len(data), step):
         try:
             decoder.decode(data[at:at + step], final=at + step >= len(data))

@@ -289,14 +289,15 @@ def test_parse_results_names_its_source():
 
 # ---- spans: the file decoded in pieces cut between elements ----------------------------------
 def test_a_well_formed_file_is_decoded_in_spans(tmp_path, monkeypatch):
-    """batch=7 cuts the array into spans of about 900 bytes, each cut just after a '}' that a
-    comma follows; every span decodes, so the element-by-element reader is never used."""
+    """batch=7 cuts the array into spans of about 900 bytes, each cut between a '}' and a '{'
+    with a comma between; every span decodes, so the element-by-element reader is never used,
+    also where the mask comes first (its '}' followed by a comma inside the detection)."""
     from lt_bench.detection import results_file
 
     def element_path(*args):
         raise AssertionError("the element-by-element reader was used")
     monkeypatch.setattr(results_file, "_decode", element_path)
-    reference = detections(200, 9)
+    reference = [{"segmentation": d.pop("segmentation"), **d} for d in detections(200, 9)]
     text = json.dumps(reference, indent=1)
     spans = results_file._spans(text.encode(), 128 * 7)
     assert len(spans) > 20
@@ -306,11 +307,11 @@ def test_a_well_formed_file_is_decoded_in_spans(tmp_path, monkeypatch):
 
 
 def test_cuts_guessed_inside_strings_change_nothing(tmp_path):
-    """Extra keys whose strings hold '},', '} ,' and '}\\n,' (where a cut may be guessed): the
-    columns are json.load's, whatever the span size."""
+    """Extra keys whose strings hold '}, {', '} ,' and '}\\n,{' (where a cut may be guessed):
+    the columns are json.load's, whatever the span size."""
     reference = detections(60, 10)
     for i, d in enumerate(reference):
-        d["note"] = ["}, {", "x} ,y", "}\n,}", '\\"},"'][i % 4] * (1 + i % 3)
+        d["note"] = ["}, {", "x} ,y", "}\n,{", '\\"},{"'][i % 4] * (1 + i % 3)
         d["nested"] = {"a": [{"b": "},"}, {"c": 1}], "d": {}}
     path = write(tmp_path, json.dumps(reference))
     for batch in (1, 2, 3, 5, 8, 16_384):
