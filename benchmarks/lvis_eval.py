@@ -277,7 +277,7 @@ def read_duckdb(path: str) -> dict:
 
 
 READERS = {"json.load": read_json, "orjson": read_orjson, "msgspec, whole array": read_msgspec_whole,
-           "ours (msgspec in batches)": read_ours, "polars.read_json": read_polars, "ijson (yajl2_c)": read_ijson,
+           "ours (msgspec in spans)": read_ours, "polars.read_json": read_polars, "ijson (yajl2_c)": read_ijson,
            "pysimdjson": read_simdjson, "duckdb": read_duckdb}
 
 

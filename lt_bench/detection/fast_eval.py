@@ -55,7 +55,7 @@ FREQ_LBL = ("r", "c", "f")
 _THR = np.minimum(IOU_THRS, 1 - 1e-10)        # evaluate_img's min([iou_thr, 1 - 1e-10])
 _T, _A, _R = len(IOU_THRS), len(AREA_RNG), len(REC_THRS)
 _IGNORED, _TP, _FP = 0, 1, 2                  # a detection's status per (area range, threshold)
-_CHUNK = 1 << 21                              # IoU entries (detection x ground truth) made at a time
+_CHUNK = 1 << 19                              # IoU entries (detection x ground truth) made at a time
 
 
 @dataclass
