@@ -286,7 +286,7 @@ def reader_child(name: str, path: str) -> dict:
     columns = READERS[name](path)
     seconds = time.perf_counter() - start
     box, masks = columns.get("bbox"), columns.get("segmentation")
-    counts = len(masks.buffer) if masks is not None else len(columns.get("counts", b""))
+    counts = int((masks.ends - masks.starts).sum()) if masks is not None else len(columns.get("counts", b""))
     return {"seconds": seconds, "n": int(len(columns["score"])), "score_sum": float(np.sum(columns["score"])),
             "bbox_sum": None if box is None else float(np.sum(box)), "counts_bytes": counts}
 
