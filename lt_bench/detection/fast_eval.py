@@ -317,8 +317,7 @@ class FastLVISEval:
         offsets = np.r_[0, np.cumsum(D * G)]
         cand = np.flatnonzero(ious >= _THR[0])
         run = np.searchsorted(offsets, cand, side="right") - 1
-        local = cand - offsets[run]
-        det, gt = starts[run] + local // G[run], g_starts[run] + local % G[run]
+        det, gt = _entry_pairs(cand, run, offsets, starts, g_starts, G)
         uniq, first, count = np.unique(det, return_index=True, return_counts=True)
         crowded = np.zeros(len(D), bool)
         crowded[run[first[count > 1]]] = True           # a detection reaching two ground truths
@@ -338,10 +337,7 @@ class FastLVISEval:
             D, G = ends - starts, g_ends - g_starts
             offsets = np.r_[0, np.cumsum(D * G)]
             entry = np.arange(offsets[-1])
-            run = np.repeat(np.arange(len(D)), D * G)
-            local = entry - offsets[run]
-            det = starts[run] + local // G[run]
-            gt = g_starts[run] + local % G[run]
+            det, gt = _entry_pairs(entry, np.repeat(np.arange(len(D)), D * G), offsets, starts, g_starts, G)
             return _box_iou(self._det_boxes(cols, pos[det]), self._g_box[gt])
         D = ends - starts
         ends_ = np.cumsum(D)                        # the pairs' detections, one after the other
@@ -591,6 +587,14 @@ def _box_iou(dt: np.ndarray, gt: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         iou = inter / (dt[:, 2] * dt[:, 3] + gt[:, 2] * gt[:, 3] - inter)
     return np.where((w <= 0) | (h <= 0), 0.0, iou)
+
+
+def _entry_pairs(entry: np.ndarray, run: np.ndarray, offsets: np.ndarray, starts: np.ndarray,
+                 g_starts: np.ndarray, G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (detection, ground truth) of entries of the pairs' flat IoU array (pair ``run``'s
+    [D, G] matrix row-major from ``offsets[run]``)."""
+    local = entry - offsets[run]
+    return starts[run] + local // G[run], g_starts[run] + local % G[run]
 
 
 def _chunks(sizes: np.ndarray, limit: int) -> list[slice]:
