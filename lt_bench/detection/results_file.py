@@ -26,9 +26,10 @@ a ``DataError`` naming the file and the detection (its index in the array) or th
 from __future__ import annotations
 
 import codecs
+import mmap
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import chain
 from operator import attrgetter
 from pathlib import Path
@@ -36,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from lt_bench.detection.forked import can_fork, forked_map
+from lt_bench.detection.forked import Once, can_fork, forked_map, no_gc
 from lt_bench.errors import DataError
 
 BATCH = 16_384                   # detections decoded into Python objects at a time
@@ -69,6 +70,16 @@ class MaskColumn(Sequence):
     def __init__(self, sizes: np.ndarray, buffer: Any, starts: np.ndarray, ends: np.ndarray, other: dict[int, Any]):
         self.sizes, self.buffer, self.starts, self.ends, self.other = sizes, buffer, starts, ends, other
         self._view = memoryview(buffer)
+        # slices of bytes and of an mmap are bytes (one object each), of a bytearray a bytearray
+        self._slice = buffer.__getitem__ if isinstance(buffer, (bytes, mmap.mmap)) else self._bytes
+
+    def _bytes(self, part: slice) -> bytes:
+        return self._view[part].tobytes()
+
+    def compressed(self, positions: np.ndarray) -> bool:
+        """Whether every mask at these positions is a compressed RLE (none kept in ``other``)."""
+        return not self.other or not np.isin(np.asarray(positions) % max(len(self), 1),
+                                             np.fromiter(self.other, np.int64, len(self.other))).any()
 
     def __len__(self) -> int:
         return len(self.sizes)
@@ -78,7 +89,7 @@ class MaskColumn(Sequence):
         if i in self.other:
             return self.other[i]
         h, w = self.sizes[i].tolist()
-        return {"size": [h, w], "counts": self._view[int(self.starts[i]):int(self.ends[i])].tobytes()}
+        return {"size": [h, w], "counts": self._slice(slice(int(self.starts[i]), int(self.ends[i])))}
 
     def take(self, positions: Sequence[int] | np.ndarray) -> list:
         """``[column[i] for i in positions]``, vectorised."""
@@ -87,14 +98,14 @@ class MaskColumn(Sequence):
             raise IndexError(f"positions out of range for {len(self)} masks")
         positions = positions % max(len(self), 1)
         starts, ends = self.starts[positions].tolist(), self.ends[positions].tolist()
-        view, other = self._view, self.other
+        other = self.other
         # one [h, w] list for each run of equal sizes (an image's masks share theirs)
         hw = self.sizes[positions]
         change = np.flatnonzero(np.r_[True, (hw[1:] != hw[:-1]).any(1)]) if len(hw) else np.zeros(0, np.int64)
         sizes = hw[change].tolist()
         which = np.repeat(np.arange(len(change)), np.diff(np.r_[change, len(hw)]))
-        out = [{"size": sizes[j], "counts": view[s:e].tobytes()}
-               for j, s, e in zip(which.tolist(), starts, ends)]
+        counts = map(self._slice, map(slice, starts, ends))
+        out = [{"size": sizes[j], "counts": c} for j, c in zip(which.tolist(), counts)]
         if other:
             for j, i in enumerate(positions.tolist()):
                 if i in other:
@@ -249,7 +260,8 @@ def _int_column(dets: list, field: str, first: int, source: str) -> np.ndarray:
 MASKS = ("read", "skip", "auto")
 
 
-def read_results(path: str | Path, masks: str = "read", batch: int = BATCH, workers: int = 1) -> dict[str, Any]:
+def read_results(path: str | Path, masks: str = "read", batch: int = BATCH, workers: int = 1,
+                 meanwhile: Callable[[], Any] | None = None) -> dict[str, Any]:
     """The columns of a results file: ``image_id``, ``category_id`` (int64), ``score``
     (float64), ``bbox`` ([n, 4] float64, or None when the detections have none),
     ``segmentation`` (a ``MaskColumn``, or None when they have none or the masks are not
@@ -267,18 +279,26 @@ def read_results(path: str | Path, masks: str = "read", batch: int = BATCH, work
     bytes of the span they came from once it is decoded (decoded counts are never longer than
     their JSON text), so the masks cost no second buffer and forked readers hand them back
     through that memory, not through pipes.  Should anything fail, the file is read again and
-    element by element."""
+    element by element.
+
+    ``meanwhile``: other work for this process, run once while forked readers decode (or after
+    the reading, when there are none); what it raises is raised after any problem with the
+    file.  A ``forked.Once`` keeps what it returned."""
     source = str(path)
     try:
         data = _read_shared(Path(path))
     except OSError as err:
         raise DataError(f"cannot read the results file {source}: {err.strerror or err}") from None
-    return _parse(data, source, masks, batch, workers, lambda: Path(path).read_bytes())
+    once = None if meanwhile is None else meanwhile if isinstance(meanwhile, Once) else Once(meanwhile)
+    with no_gc():
+        columns = _parse(data, source, masks, batch, workers, lambda: Path(path).read_bytes(), once)
+    if once is not None:
+        once.result()            # now, if no forked reader left time for it; its error after the file's
+    return columns
 
 
 def _read_shared(path: Path) -> Any:
     """The file's bytes in shared anonymous memory (an ``mmap``; empty files as b"")."""
-    import mmap
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size == 0:
@@ -298,10 +318,12 @@ def parse_results(data: bytes, source: str = "the results", masks: str = "read",
                   batch: int = BATCH, workers: int = 1) -> dict[str, Any]:
     """``read_results`` on the file's bytes (``source`` names it in errors); the masks' counts
     are copied into a buffer of their own, and read in one process."""
-    return _parse(data, source, masks, batch, workers, None)
+    with no_gc():
+        return _parse(data, source, masks, batch, workers, None)
 
 
-def _parse(data: Any, source: str, masks: str, batch: int, workers: int, reread: Any) -> dict[str, Any]:
+def _parse(data: Any, source: str, masks: str, batch: int, workers: int, reread: Any,
+           meanwhile: Once | None = None) -> dict[str, Any]:
     """``data``: bytes, or a shared ``mmap`` the masks' counts may be written into (then
     ``reread()`` gives the file's bytes again, for the element-by-element reading)."""
     import msgspec
@@ -310,7 +332,7 @@ def _parse(data: Any, source: str, masks: str, batch: int, workers: int, reread:
     if not _SOMETHING.search(data):
         raise DataError(f"{source}: empty, not a JSON array of detections")
     _check_utf8(data, source)
-    fast = _parse_spans(data, source, masks, batch, workers, in_place=not isinstance(data, bytes))
+    fast = _parse_spans(data, source, masks, batch, workers, not isinstance(data, bytes), meanwhile)
     if fast is not None:
         return fast.columns()
     if not isinstance(data, bytes):
@@ -328,7 +350,8 @@ def _parse(data: Any, source: str, masks: str, batch: int, workers: int, reread:
     readers = 1 if need_masks else max(1, min(workers, len(starts)))
     groups = [g.tolist() for g in np.array_split(np.asarray(starts, dtype=np.int64), readers)]
     if len(groups) > 1 and can_fork():
-        out = _Batches.joined(forked_map(_decode_group, groups, (elements, need_masks, source, batch)), source)
+        out = _Batches.joined(forked_map(_decode_group, groups, (elements, need_masks, source, batch), meanwhile),
+                              source)
     else:
         out = _decode(elements, starts, need_masks, source, batch)
     del elements
@@ -367,7 +390,8 @@ def _spans(data: bytes, size: int) -> list[tuple[int, int]] | None:
         at = found.end() - 1
 
 
-def _parse_spans(data: Any, source: str, masks: str, batch: int, workers: int, in_place: bool) -> "_Batches | None":
+def _parse_spans(data: Any, source: str, masks: str, batch: int, workers: int, in_place: bool,
+                 meanwhile: Once | None = None) -> "_Batches | None":
     """The fast way: spans of the file decoded straight into typed structs (no raw split of
     every element first); ``in_place``: the masks' counts written over the spans' bytes in
     ``data`` (a shared mmap), so that forked readers can read masks too.  None when it does
@@ -388,7 +412,7 @@ def _parse_spans(data: Any, source: str, masks: str, batch: int, workers: int, i
     shared = (data, need_masks, source, in_place)
     try:
         if len(groups) > 1 and can_fork():
-            parts, count = forked_map(_decode_spans, groups, shared), 0
+            parts, count = forked_map(_decode_spans, groups, shared, meanwhile), 0
             for part in parts:      # a part's indices are its own: shift them to the file's
                 part.other = {count + i: v for i, v in part.other.items()}
                 part.first = None if part.first is None else count + part.first
@@ -453,22 +477,16 @@ def read_annotations(path: str | Path) -> dict:
     """An LVIS annotation file as json.load gives it (msgspec, which checks the UTF-8 of every
     string it makes, with the garbage collector paused: it would otherwise walk the millions of
     new lists and dicts again and again)."""
-    import gc
-
     import msgspec
     try:
         data = Path(path).read_bytes()
     except OSError as err:
         raise DataError(f"cannot read the LVIS annotations {path}: {err.strerror or err}") from None
-    enabled = gc.isenabled()
-    gc.disable()
     try:
-        dataset = msgspec.json.decode(data)
+        with no_gc():
+            dataset = msgspec.json.decode(data)
     except msgspec.DecodeError as err:
         raise DataError(f"cannot read the LVIS annotations {path}: not valid JSON: {_reason(err, len(data))}") from None
-    finally:
-        if enabled:
-            gc.enable()
     if not isinstance(dataset, dict):
         raise DataError(f"the LVIS annotations {path}: not a JSON object with images, annotations and categories")
     return dataset
