@@ -184,9 +184,9 @@ class _Batches:
         from msgspec import UNSET
         n = len(segms)
         try:          # the usual file: every mask a compressed RLE
-            counts = [s.counts for s in segms]
+            counts = list(map(attrgetter("counts"), segms))
             text = "".join(counts)
-            sizes = np.fromiter(chain.from_iterable(s.size for s in segms), np.int64, 2 * n).reshape(n, 2)
+            sizes = np.fromiter(chain.from_iterable(map(attrgetter("size"), segms)), np.int64, 2 * n).reshape(n, 2)
         except (AttributeError, TypeError):     # polygons, uncompressed RLE or no mask, somewhere
             counts, sizes = [], np.zeros((n, 2), np.int64)
             for j, s in enumerate(segms):

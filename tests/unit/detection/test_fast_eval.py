@@ -493,16 +493,20 @@ def dense_accumulate(cat, tp, fp, num_gt):
     return precision, recall
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_accumulate_over_true_positives_is_lvis_apis_dense_loop(seed):
+@pytest.mark.parametrize("seed,fp_share", [(0, 0.5), (1, 0.8), (2, 0.2)])
+def test_accumulate_over_true_positives_is_lvis_apis_dense_loop(seed, fp_share):
     """Random tp / fp / ignored statuses (a detection is one of the three per area and
     threshold), categories without detections, without ground truth, with more true positives
-    than ground truth would allow in lvis-api: the same precision and recall, bit for bit."""
+    than ground truth would allow in lvis-api: the same precision and recall, bit for bit.
+    Mostly false positives (counted as position less the others) and few (counted directly)."""
     from lt_bench.detection.fast_eval import _A, _T, _accumulate
     rng = np.random.default_rng(seed)
     K, n = 12, 1500
     cat = np.sort(rng.choice([0, 1, 2, 3, 5, 6, 7, 9, 10, 11], n, p=[.3, .2, .1, .1, .1, .05, .05, .05, .03, .02]))
-    status = rng.choice(3, (n, _A * _T), p=[0.2, 0.3, 0.5])          # 0 ignored, 1 tp, 2 fp
+    status = rng.choice(3, (n, _A * _T), p=[0.4 * (1 - fp_share), 0.6 * (1 - fp_share), fp_share])  # 0 ignored, 1 tp, 2 fp
+    share = (status == 2).mean(0)
+    if fp_share != 0.5:         # every column takes the branch meant
+        assert ((share > 0.5) if fp_share > 0.5 else (share <= 0.5)).all()
     status[cat == 3] = rng.choice([0, 2], ((cat == 3).sum(), _A * _T))  # a category without a true positive
     num_gt = rng.integers(0, 60, (K, _A))
     num_gt[2] = 0
@@ -512,3 +516,45 @@ def test_accumulate_over_true_positives_is_lvis_apis_dense_loop(seed):
     ref_precision, ref_recall = dense_accumulate(cat, tp, fp, num_gt)
     assert precision.tobytes() == ref_precision.tobytes()
     assert recall.tobytes() == ref_recall.tobytes()
+
+
+def test_unique_and_isin_helpers_are_numpys():
+    """The sort- and table-based stand-ins give NumPy's own answers (values, first indices,
+    counts; membership), also for negative, empty and wide-ranged integers."""
+    from lt_bench.detection.fast_eval import _isin, _unique, _unique_first
+    rng = np.random.default_rng(4)
+    for values in (rng.integers(-50, 50, 3000), rng.integers(0, 2 ** 40, 2000), np.zeros(0, np.int64),
+                   np.array([7, 7, 7]), rng.integers(0, 30, 500).astype(np.int32)):
+        assert np.array_equal(_unique(values), np.unique(values))
+        got, want = _unique_first(values), np.unique(values, return_index=True, return_counts=True)
+        for a, b in zip(got, want):
+            assert np.array_equal(a, b)
+    for members in (rng.integers(-40, 40, 300), rng.integers(0, 2 ** 40, 300), np.zeros(0, np.int64),
+                    np.array([2 ** 62, -(2 ** 62)])):
+        values = np.concatenate([rng.integers(-60, 60, 4000), members[:50], rng.integers(0, 2 ** 41, 100)])
+        assert np.array_equal(_isin(values, members), np.isin(values, members))
+
+
+@needs_synth
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+def test_merge_in_forked_category_runs_and_any_shard_order_is_exact(synth, iou_type):
+    """Shards merged in one process, in forked runs of categories (2 and 3), and in reverse
+    image order (the full four-key sort instead of the two-key one): the same precision and
+    recall arrays, bit for bit, and lvis-api's numbers.  Scores rounded to 0.05, so that equal
+    scores in other images are common and their order (image, then position) matters."""
+    folder = synth(60, 3)
+    detections = json.loads((folder / f"dt_{iou_type}_60.json").read_text())
+    for d in detections:
+        d["score"] = round(d["score"] * 20) / 20
+    ours = FastLVISEval(folder / "gt_60.json", iou_type)
+    shards = np.array_split(ours.img_ids, 3)
+    partials = [ours.evaluate_images(ids, detections) for ids in shards]
+    reference = ours.merge(partials)
+    precision, recall = ours.precision.copy(), ours.recall.copy()
+    assert (precision > -1).any()
+    for workers, order in ((2, partials), (3, partials), (1, partials[::-1]), (2, partials[::-1])):
+        assert ours.merge(order, workers=workers) == reference
+        assert ours.precision.tobytes() == precision.tobytes() and ours.recall.tobytes() == recall.tobytes()
+    expected = lvis_reference(folder / "gt_60.json", detections, iou_type).eval["precision"]
+    np.testing.assert_array_equal(ours.precision == -1, expected == -1)
+    np.testing.assert_allclose(ours.precision, expected, rtol=0, atol=1e-9)

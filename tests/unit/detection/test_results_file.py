@@ -5,6 +5,8 @@ detection (or byte) for each malformed or wrongly typed file."""
 from __future__ import annotations
 
 import json
+import mmap
+import os
 import re
 
 import numpy as np
@@ -338,3 +340,183 @@ def test_a_broken_end_is_an_error(tmp_path, text):
         json.loads(text)
     with pytest.raises(DataError):
         read_results(write(tmp_path, text), batch=1)
+
+
+# ---- meanwhile: other work run exactly once, whichever way the file is read -------------------
+def _odd_element(reference: list[dict], k: int) -> list[dict]:
+    """Detection k begins with a long string and then a nested list of objects: a span that
+    begins at it is cut at the nested '}, {' (a valid file the spans cannot decode)."""
+    reference[k] = {"pad": "x" * 300, "nested": [{"a": 1}, {"b": "c"}], **reference[k]}
+    return reference
+
+
+class Meanwhile:
+    """Counts its calls, notes the pid it ran in and how many child processes were alive then,
+    returns a value or raises ``error``."""
+
+    def __init__(self, error: BaseException | None = None):
+        self.error, self.calls, self.pids, self.children = error, 0, [], []
+
+    def __call__(self):
+        import multiprocessing
+        self.calls += 1
+        self.pids.append(os.getpid())
+        self.children.append(len(multiprocessing.active_children()))
+        if self.error is not None:
+            raise self.error
+        return {"annotations": "indexed"}
+
+
+def _spy(monkeypatch) -> dict:
+    """Records whether the span reading gave columns (None: the element-by-element reading
+    followed) and which functions were run through forked_map."""
+    from lt_bench.detection import results_file
+    seen: dict = {"spans": [], "forked": []}
+    parse_spans, forked_map = results_file._parse_spans, results_file.forked_map
+
+    def spy_parse_spans(*args, **kwargs):
+        out = parse_spans(*args, **kwargs)
+        seen["spans"].append(out is not None)
+        return out
+
+    def spy_forked_map(function, *args, **kwargs):
+        seen["forked"].append(function.__name__)
+        return forked_map(function, *args, **kwargs)
+    monkeypatch.setattr(results_file, "_parse_spans", spy_parse_spans)
+    monkeypatch.setattr(results_file, "forked_map", spy_forked_map)
+    return seen
+
+
+# (odd element's index or None, workers, masks) -> (the spans decoded?, functions run forked)
+MEANWHILE_CASES = {
+    (None, 1, "read"): (True, []),                                 # spans, one process
+    (None, 2, "read"): (True, ["_decode_spans"]),                  # spans, forked readers
+    (None, 2, "skip"): (True, ["_decode_spans"]),
+    (0, 1, "read"): (False, []),                                   # the first span fails: elements
+    (0, 2, "read"): (False, []),                                   # elements, masks in one process
+    (0, 2, "skip"): (False, ["_decode_group"]),                    # elements, forked readers
+    (30, 1, "read"): (False, []),                                  # a later span fails
+    (30, 2, "read"): (False, ["_decode_spans"]),                   # forked spans fail, then elements
+    (30, 2, "skip"): (False, ["_decode_spans", "_decode_group"]),  # ... read by forked readers too
+}
+
+
+@pytest.mark.parametrize("odd,workers,masks", list(MEANWHILE_CASES))
+def test_meanwhile_runs_exactly_once_in_this_process_whichever_way_the_file_is_read(tmp_path, monkeypatch,
+                                                                                     odd, workers, masks):
+    from lt_bench.detection import forked
+    if workers > 1 and not forked.can_fork():
+        pytest.skip("the 'fork' start method is not available here")
+    reference = detections(60, 20)
+    if odd is not None:
+        _odd_element(reference, odd)
+    path = write(tmp_path, json.dumps(reference))
+    seen = _spy(monkeypatch)
+    meanwhile = Meanwhile()
+    columns = read_results(path, masks=masks, batch=1, workers=workers, meanwhile=meanwhile)
+    assert meanwhile.calls == 1 and meanwhile.pids == [os.getpid()]
+    spans_decoded, forked_functions = MEANWHILE_CASES[odd, workers, masks]
+    assert seen["spans"] == [spans_decoded] and seen["forked"] == forked_functions    # the path meant
+    if forked_functions:                   # run while the first forked readers decoded
+        assert meanwhile.children[0] >= 1
+    loaded = json.loads(path.read_bytes())
+    assert_columns_equal(columns, loaded if masks == "read" else
+                         [{k: v for k, v in d.items() if k != "segmentation"} for d in loaded])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_once_keeps_meanwhiles_value(tmp_path, workers):
+    from lt_bench.detection.forked import Once
+    path = write(tmp_path, json.dumps(detections(40, 21)))
+    meanwhile = Meanwhile()
+    once = Once(meanwhile)
+    columns = read_results(path, batch=1, workers=workers, meanwhile=once)
+    assert meanwhile.calls == 1
+    assert once.result() == {"annotations": "indexed"} and meanwhile.calls == 1
+    assert_columns_equal(columns, json.loads(path.read_bytes()))
+
+
+@pytest.mark.parametrize("odd", [None, 30])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_meanwhiles_error_is_raised_when_the_file_is_fine(tmp_path, workers, odd):
+    from lt_bench.detection.forked import Once
+    reference = detections(60, 22)
+    if odd is not None:
+        _odd_element(reference, odd)
+    path = write(tmp_path, json.dumps(reference))
+    meanwhile = Meanwhile(RuntimeError("the annotations are broken"))
+    with pytest.raises(RuntimeError, match=r"^the annotations are broken$"):
+        read_results(path, batch=1, workers=workers, meanwhile=meanwhile)
+    assert meanwhile.calls == 1
+    once = Once(Meanwhile(RuntimeError("kept")))        # a Once: its error raised, and kept
+    with pytest.raises(RuntimeError, match=r"^kept$") as raised:
+        read_results(path, batch=1, workers=workers, meanwhile=once)
+    with pytest.raises(RuntimeError, match=r"^kept$") as again:
+        once.result()
+    assert again.value is raised.value
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_the_results_files_error_wins_over_meanwhiles(tmp_path, workers):
+    """Both broken: the DataError about the results file is the one raised (meanwhile, if it
+    ran at all, ran once)."""
+    reference = detections(100, 23)
+    reference[45]["score"] = "high"
+    path = write(tmp_path, json.dumps(reference))
+    for bad in (path, write(tmp_path, TRUNCATED, "truncated.json"), write(tmp_path, "", "empty.json"),
+                tmp_path / "nothing.json"):
+        meanwhile = Meanwhile(RuntimeError("the annotations are broken"))
+        with pytest.raises(DataError, match=re.escape(str(bad))):
+            read_results(bad, batch=7, workers=workers, meanwhile=meanwhile)
+        assert meanwhile.calls <= 1
+    meanwhile = Meanwhile(RuntimeError("the annotations are broken"))
+    with pytest.raises(DataError, match=r"detection #45, score: Expected `float`, got `str`"):
+        read_results(path, batch=7, workers=workers, meanwhile=meanwhile)
+
+
+# ---- MaskColumn's buffers: an mmap, bytes, a bytearray ------------------------------------------
+def _with_odd_masks(n: int, seed: int) -> list[dict]:
+    reference = detections(n, seed)
+    reference[3]["segmentation"] = [[1.0, 1.0, 5.0, 1.0, 5.0, 5.0]]
+    reference[7]["segmentation"] = {"size": [3, 2], "counts": [1, 4, 1]}
+    del reference[9]["segmentation"]
+    return reference
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_mask_columns_over_mmap_bytes_and_bytearray_give_the_same(tmp_path, workers):
+    path = write(tmp_path, json.dumps(_with_odd_masks(50, 24)))
+    loaded = json.loads(path.read_bytes())
+    expected = [_as_read(d.get("segmentation")) for d in loaded]
+    read = read_results(path, batch=1, workers=workers)["segmentation"]
+    assert isinstance(read.buffer, mmap.mmap)
+    parsed = parse_results(path.read_bytes(), batch=1)["segmentation"]
+    assert isinstance(parsed.buffer, bytearray)
+    columns = {"mmap": read, "bytearray": parsed,
+               "bytes": MaskColumn(read.sizes, bytes(read.buffer), read.starts, read.ends, read.other),
+               "bytearray copy": MaskColumn(read.sizes, bytearray(read.buffer), read.starts, read.ends, read.other)}
+    order = np.random.default_rng(0).permutation(50)
+    for name, column in columns.items():
+        taken, items = column.take(order), [column[int(i)] for i in order]
+        assert taken == items == [expected[i] for i in order], name
+        assert column.take(np.arange(50)) == expected and list(column) == expected, name
+        for mask in taken + items:
+            if isinstance(mask, dict) and not isinstance(mask["counts"], list):
+                assert type(mask["counts"]) is bytes, name
+
+
+def test_compressed_says_whether_every_mask_there_is_a_compressed_rle(tmp_path):
+    path = write(tmp_path, json.dumps(_with_odd_masks(50, 25)))
+    loaded = json.loads(path.read_bytes())
+    column = read_results(path, batch=1)["segmentation"]
+    plain = [i for i, d in enumerate(loaded)
+             if isinstance(d.get("segmentation"), dict) and isinstance(d["segmentation"]["counts"], str)]
+    assert sorted(set(range(50)) - set(plain)) == [3, 7, 9]         # polygon, uncompressed RLE, none
+    assert column.compressed(np.array(plain)) is True
+    assert column.compressed(np.array(plain[10:20])) is True
+    assert column.compressed(np.zeros(0, np.int64)) is True
+    for odd in (3, 7, 9, 3 - 50):                                     # also as a negative position
+        assert column.compressed(np.array(plain[:5] + [odd] + plain[5:10])) is False, odd
+        assert column.compressed(np.array([odd])) is False, odd
+    every = read_results(write(tmp_path, json.dumps(detections(20, 26)), "plain.json"))["segmentation"]
+    assert not every.other and every.compressed(np.arange(20)) is True
