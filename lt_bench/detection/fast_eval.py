@@ -218,14 +218,18 @@ class FastLVISEval:
         return idx
 
     # ---- per-shard evaluation -----------------------------------------------------------
-    def evaluate_images(self, image_ids: Sequence[int] | np.ndarray | None, detections: Any) -> PartialEval:
+    def evaluate_images(self, image_ids: Sequence[int] | np.ndarray | None, detections: Any,
+                        categories: np.ndarray | None = None) -> PartialEval:
         """Match the detections of the given images (None: all images of the file) and keep
         what ``merge`` needs.  Detections of other images are left out, so every rank may pass
-        the list it holds; an image's detections must all be in the same shard."""
+        the list it holds; an image's detections must all be in the same shard.
+        ``categories``: only the detections in these (indices into the sorted category ids)
+        are kept, after each image's ``max_dets`` highest scores are taken over all of them."""
         with no_gc():
-            return self._evaluate_images(image_ids, detections)
+            return self._evaluate_images(image_ids, detections, categories)
 
-    def _evaluate_images(self, image_ids: Sequence[int] | np.ndarray | None, detections: Any) -> PartialEval:
+    def _evaluate_images(self, image_ids: Sequence[int] | np.ndarray | None, detections: Any,
+                         categories: np.ndarray | None) -> PartialEval:
         cols = _columns(detections, self.iou_type == "segm")
         img = self._img_index(cols.image_id, "detection")
         if image_ids is None:
@@ -238,7 +242,12 @@ class FastLVISEval:
 
         K = len(self.cat_ids)
         cat = self._cat_index(cols.category_id[pos])     # results in unknown categories: dropped
-        pos, key = pos[cat >= 0], img[pos[cat >= 0]] * K + cat[cat >= 0]
+        known = cat >= 0
+        if categories is not None:
+            chosen = np.zeros(K, bool)
+            chosen[np.asarray(categories, dtype=np.int64)] = True
+            known &= chosen[np.where(known, cat, 0)]
+        pos, key = pos[known], img[pos[known]] * K + cat[known]
         ok = _isin(key, self._allowed_keys)               # federated: present or negative
         pos, key = pos[ok], key[ok]
         area = self._det_area(cols, pos)
@@ -409,10 +418,8 @@ class FastLVISEval:
         status[d, a, t] = np.where(ignored, _IGNORED, np.where(id0, _FP, _TP))
 
     # ---- merge, accumulate, summarize ---------------------------------------------------
-    def merge(self, partials: Sequence[PartialEval], workers: int = 1) -> dict[str, float]:
-        """Accumulate and summarize the shards' results (each image in one shard only).
-        ``workers`` > 1 sorts and accumulates runs of categories in that many forked processes
-        (each category's rows are its own: the same numbers)."""
+    def merge(self, partials: Sequence[PartialEval]) -> dict[str, float]:
+        """Accumulate and summarize the shards' results (each image in one shard only)."""
         K = len(self.cat_ids)
         seen = np.concatenate([p.image_ids for p in partials]) if partials else np.zeros(0, np.int64)
         uniq, _, counts = _unique_first(seen)
@@ -425,14 +432,8 @@ class FastLVISEval:
                                 for f in ("cat", "img", "pos", "score"))
         tp_bits, fp_bits = (np.concatenate([getattr(p, f) for p in partials]) if partials
                             else np.zeros((0, -(-_A * _T // 8)), np.uint8) for f in ("tp_bits", "fp_bits"))
-        kept = (cat, img, pos, score, tp_bits, fp_bits, num_gt)
-        groups = runs(np.arange(K), np.bincount(cat, minlength=K), workers) if workers > 1 and can_fork() else []
-        if len(groups) > 1:
-            self.precision, self.recall = -np.ones((_T, _R, K, _A)), -np.ones((_T, K, _A))
-            for ks, (precision, recall) in zip(groups, forked_map(_accumulate_categories, groups, kept)):
-                self.precision[:, :, ks], self.recall[:, ks] = precision, recall
-        else:
-            self.precision, self.recall = _accumulate_categories(kept, np.arange(K))
+        self.precision, self.recall = _accumulate_categories((cat, img, pos, score, tp_bits, fp_bits, num_gt),
+                                                             np.arange(K))
         return self.summarize()
 
     def _summarize(self, kind: str, iou_thr: float | None = None, area_rng: str = "all",
@@ -481,23 +482,33 @@ class FastLVISEval:
 
     def evaluate(self, detections: Any, workers: int = 1) -> dict[str, float]:
         """All images: lvis-api's ``LVISEval(gt, LVISResults(gt, dets, max_dets)).run()``.
-        ``workers`` > 1 matches shards of the images in that many forked processes, which share
-        the detections and this evaluator copy-on-write, and merges them on return: the numbers
-        are the same (``merge`` is exact); where fork is unavailable, one process does it all."""
+        ``workers`` > 1 matches and accumulates runs of the categories in that many forked
+        processes, which share the detections and this evaluator copy-on-write (each category's
+        pairs and rows are its own, and each image's ``max_dets`` are taken over all categories
+        first): the numbers are the same; where fork is unavailable, one process does it all."""
         if workers <= 1 or len(self.img_ids) < 2 or not can_fork():
             return self.merge([self.evaluate_images(None, detections)])
         cols = _columns(detections, self.iou_type == "segm")          # once, before the fork
         columns = {"image_id": cols.image_id, "category_id": cols.category_id, "score": cols.score,
                    "bbox": cols.bbox, "segmentation": cols.segmentation}
-        # contiguous image shards of about equal detection counts
-        per_image = np.bincount(self._img_index(cols.image_id, "detection"), minlength=len(self.img_ids))
-        shards = runs(self.img_ids, per_image, workers)
-        return self.merge(forked_map(_evaluate_shard, shards, (self, columns)), workers)
+        # contiguous runs of categories with about equal detection counts, each matched over all
+        # images and accumulated in its own process: only their precision and recall come back
+        K = len(self.cat_ids)
+        cat = self._cat_index(cols.category_id)
+        groups = runs(np.arange(K), np.bincount(cat[cat >= 0], minlength=K), workers)
+        if len(groups) < 2:
+            return self.merge([self.evaluate_images(None, detections)])
+        self.precision, self.recall = -np.ones((_T, _R, K, _A)), -np.ones((_T, K, _A))
+        for ks, (precision, recall) in zip(groups, forked_map(_evaluate_categories, groups, (self, columns))):
+            self.precision[:, :, ks], self.recall[:, ks] = precision, recall
+        return self.summarize()
 
 
-def _evaluate_shard(shared: tuple, image_ids: np.ndarray) -> PartialEval:
+def _evaluate_categories(shared: tuple, ks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A forked worker's run of categories over all images: their precision and recall."""
     evaluator, columns = shared
-    return evaluator.evaluate_images(image_ids, columns)
+    p = evaluator.evaluate_images(None, columns, categories=ks)
+    return _accumulate_categories((p.cat, p.img, p.pos, p.score, p.tp_bits, p.fp_bits, p.num_gt), ks)
 
 
 def fast_lvis_evaluate(gt: Any, detections: Any, iou_type: str = "segm", max_dets: int = 300) -> dict[str, float]:

@@ -537,24 +537,30 @@ def test_unique_and_isin_helpers_are_numpys():
 
 @needs_synth
 @pytest.mark.parametrize("iou_type", ["bbox", "segm"])
-def test_merge_in_forked_category_runs_and_any_shard_order_is_exact(synth, iou_type):
-    """Shards merged in one process, in forked runs of categories (2 and 3), and in reverse
-    image order (the full four-key sort instead of the two-key one): the same precision and
-    recall arrays, bit for bit, and lvis-api's numbers.  Scores rounded to 0.05, so that equal
-    scores in other images are common and their order (image, then position) matters."""
+def test_forked_category_runs_and_any_shard_order_are_exact(synth, iou_type):
+    """All images in one process, in forked runs of categories (2 and 3 workers), and image
+    shards merged in image order (a two-key sort) and in reverse (the full four-key sort): the
+    same precision and recall arrays, bit for bit, and lvis-api's numbers.  Scores rounded to
+    0.05 so that equal scores in other images are common and their order (image, then
+    position) matters; max_dets 100, so that each image's highest scores are taken over all
+    categories before a worker keeps its own."""
     folder = synth(60, 3)
     detections = json.loads((folder / f"dt_{iou_type}_60.json").read_text())
     for d in detections:
         d["score"] = round(d["score"] * 20) / 20
-    ours = FastLVISEval(folder / "gt_60.json", iou_type)
-    shards = np.array_split(ours.img_ids, 3)
-    partials = [ours.evaluate_images(ids, detections) for ids in shards]
-    reference = ours.merge(partials)
+    ours = FastLVISEval(folder / "gt_60.json", iou_type, max_dets=100)
+    reference = ours.evaluate(detections)
     precision, recall = ours.precision.copy(), ours.recall.copy()
     assert (precision > -1).any()
-    for workers, order in ((2, partials), (3, partials), (1, partials[::-1]), (2, partials[::-1])):
-        assert ours.merge(order, workers=workers) == reference
+
+    def same(summary):
+        assert summary == reference
         assert ours.precision.tobytes() == precision.tobytes() and ours.recall.tobytes() == recall.tobytes()
-    expected = lvis_reference(folder / "gt_60.json", detections, iou_type).eval["precision"]
+    for workers in (2, 3):
+        same(ours.evaluate(detections, workers=workers))
+    partials = [ours.evaluate_images(ids, detections) for ids in np.array_split(ours.img_ids, 3)]
+    same(ours.merge(partials))
+    same(ours.merge(partials[::-1]))
+    expected = lvis_reference(folder / "gt_60.json", detections, iou_type, max_dets=100).eval["precision"]
     np.testing.assert_array_equal(ours.precision == -1, expected == -1)
     np.testing.assert_allclose(ours.precision, expected, rtol=0, atol=1e-9)
