@@ -760,7 +760,10 @@ def _ints(items: list, field: str, source: str, what: str, ids: np.ndarray | Non
     try:
         return np.fromiter(map(itemgetter(field), items), np.int64, len(items))
     except (KeyError, TypeError, ValueError):
-        i = next((i for i, x in enumerate(items) if not isinstance(x.get(field), (int, np.integer))), 0)
+        i = next((i for i, x in enumerate(items)
+                  if not isinstance(x, Mapping) or not isinstance(x.get(field), (int, np.integer))), 0)
+        if not isinstance(items[i], Mapping):
+            raise DataError(f"{source}: {what} #{i} is not a JSON object") from None
         name = f"{what} {ids[i]}" if ids is not None else f"{what} #{i}"
         raise DataError(f"{source}: {name} has no integer {field!r}") from None
 
@@ -769,7 +772,7 @@ def _floats(items: list, field: str, source: str, ids: np.ndarray) -> np.ndarray
     try:
         return np.fromiter(map(itemgetter(field), items), np.float64, len(items))
     except (KeyError, TypeError, ValueError):
-        i = next((i for i, x in enumerate(items) if not isinstance(x.get(field), (int, float))), 0)
+        i = next((i for i, x in enumerate(items) if not isinstance(x, Mapping) or not isinstance(x.get(field), (int, float))), 0)
         raise DataError(f"{source}: annotation {ids[i]} has no numeric {field!r}") from None
 
 

@@ -473,10 +473,15 @@ def _decode(elements: list, starts: list[int], need_masks: bool, source: str, ba
     return out
 
 
-def read_annotations(path: str | Path) -> dict:
+def read_annotations(path: str | Path, masks: bool = True) -> dict:
     """An LVIS annotation file as json.load gives it (msgspec, which checks the UTF-8 of every
     string it makes, with the garbage collector paused: it would otherwise walk the millions of
-    new lists and dicts again and again)."""
+    new lists and dicts again and again).  ``masks=False``, for a box evaluation: only
+    ``images``, ``categories`` and ``annotations``, and of each annotation only what a box
+    evaluation reads (``id``, ``image_id``, ``category_id``, ``area``, ``bbox``, ``ignore``): its
+    polygons are checked to be JSON but not made into lists (LVIS v1 val's size: 0.7 s against
+    2.1 s, freeing included).  A file not shaped so is decoded whole instead (the evaluator
+    then names what is missing)."""
     import msgspec
     try:
         data = Path(path).read_bytes()
@@ -484,12 +489,32 @@ def read_annotations(path: str | Path) -> dict:
         raise DataError(f"cannot read the LVIS annotations {path}: {err.strerror or err}") from None
     try:
         with no_gc():
-            dataset = msgspec.json.decode(data)
+            dataset = msgspec.json.decode(data) if masks else _boxes_only(data)
     except msgspec.DecodeError as err:
         raise DataError(f"cannot read the LVIS annotations {path}: not valid JSON: {_reason(err, len(data))}") from None
     if not isinstance(dataset, dict):
         raise DataError(f"the LVIS annotations {path}: not a JSON object with images, annotations and categories")
     return dataset
+
+
+def _boxes_only(data: bytes) -> Any:
+    """``read_annotations(masks=False)``'s decoding."""
+    import msgspec
+    from msgspec import UNSET
+
+    annotation = msgspec.defstruct("Annotation", [("id", Any), ("image_id", Any), ("category_id", Any), ("area", Any),
+                                                  ("bbox", Any), ("ignore", Any, UNSET)], gc=False)
+    top = msgspec.defstruct("Annotations", [("images", Any), ("annotations", list[annotation]), ("categories", Any)])
+    try:
+        decoded = msgspec.json.decode(data, type=top)
+    except msgspec.ValidationError:
+        return msgspec.json.decode(data)
+    annotations = [{"id": a.id, "image_id": a.image_id, "category_id": a.category_id, "area": a.area, "bbox": a.bbox}
+                   for a in decoded.annotations]
+    for a, row in zip(decoded.annotations, annotations):
+        if a.ignore is not UNSET:
+            row["ignore"] = a.ignore
+    return {"images": decoded.images, "annotations": annotations, "categories": decoded.categories}
 
 
 def _need_masks(masks: str, elements: list) -> bool:

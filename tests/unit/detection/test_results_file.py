@@ -17,6 +17,7 @@ from pycocotools import mask as mask_utils  # noqa: E402
 
 from lt_bench.detection.results_file import MaskColumn, parse_results, read_results  # noqa: E402
 from lt_bench.errors import DataError  # noqa: E402
+from tests.conftest import ROOT  # noqa: E402
 
 
 def detections(n: int, seed: int, boxes: bool = True, masks: bool = True) -> list[dict]:
@@ -520,3 +521,58 @@ def test_compressed_says_whether_every_mask_there_is_a_compressed_rle(tmp_path):
         assert column.compressed(np.array([odd])) is False, odd
     every = read_results(write(tmp_path, json.dumps(detections(20, 26)), "plain.json"))["segmentation"]
     assert not every.other and every.compressed(np.arange(20)) is True
+
+
+# ---- read_annotations(masks=False): what a box evaluation reads, nothing more -------------------
+LVIS_SAMPLE = ROOT.parent / "shared" / "data" / "lvis" / "lvis_v0.5_val_100.json"
+
+
+@pytest.mark.skipif(not LVIS_SAMPLE.is_file(), reason="../shared/data/lvis not present")
+def test_annotations_without_masks_are_json_load_less_the_polygons(tmp_path):
+    """The real LVIS v0.5 sample: images and categories as json.load gives them, each
+    annotation json.load's less its segmentation; an ``ignore`` key kept where one has it; the
+    box evaluation on either gives the same numbers."""
+    from lt_bench.detection.fast_eval import FastLVISEval
+    from lt_bench.detection.results_file import read_annotations
+    expected = json.loads(LVIS_SAMPLE.read_text())
+    got = read_annotations(LVIS_SAMPLE, masks=False)
+    assert got["images"] == expected["images"] and got["categories"] == expected["categories"]
+    assert got["annotations"] == [{k: v for k, v in a.items() if k != "segmentation"} for a in expected["annotations"]]
+    assert read_annotations(LVIS_SAMPLE) == expected
+    expected["annotations"][3]["ignore"] = 1
+    path = tmp_path / "with_ignore.json"
+    path.write_text(json.dumps(expected))
+    got = read_annotations(path, masks=False)
+    assert got["annotations"][3]["ignore"] == 1 and "ignore" not in got["annotations"][2]
+    rng = np.random.default_rng(0)
+    dets = [{"image_id": a["image_id"], "category_id": a["category_id"], "score": float(rng.random()),
+             "bbox": [v + float(rng.normal(0, 2)) for v in a["bbox"]]} for a in expected["annotations"]]
+    assert FastLVISEval(got, "bbox").evaluate(dets) == FastLVISEval(expected, "bbox").evaluate(dets)
+
+
+@pytest.mark.skipif(not LVIS_SAMPLE.is_file(), reason="../shared/data/lvis not present")
+@pytest.mark.parametrize("damage", ["no bbox", "no area", "annotations not a list", "no images", "an annotation not an object"])
+def test_annotations_not_shaped_for_boxes_are_read_whole(tmp_path, damage):
+    """A file the box fields cannot be taken from is decoded whole, as json.load would, so the
+    evaluator names the problem as it does for masks=True."""
+    from lt_bench.detection.fast_eval import FastLVISEval
+    from lt_bench.detection.results_file import read_annotations
+    data = json.loads(LVIS_SAMPLE.read_text())
+    if damage == "no bbox":
+        del data["annotations"][5]["bbox"]
+    elif damage == "no area":
+        del data["annotations"][5]["area"]
+    elif damage == "annotations not a list":
+        data["annotations"] = {"0": data["annotations"][0]}
+    elif damage == "no images":
+        del data["images"]
+    else:
+        data["annotations"][5] = [1, 2]
+    path = tmp_path / "damaged.json"
+    path.write_text(json.dumps(data))
+    assert read_annotations(path, masks=False) == data
+    with pytest.raises(DataError) as with_masks:
+        FastLVISEval(read_annotations(path), "bbox")
+    with pytest.raises(DataError) as without:
+        FastLVISEval(read_annotations(path, masks=False), "bbox")
+    assert str(without.value) == str(with_masks.value)
