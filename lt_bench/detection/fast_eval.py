@@ -672,7 +672,12 @@ def _chunks(sizes: np.ndarray, limit: int) -> list[slice]:
 
 
 def _to_rle(segm: Any, img: Mapping) -> dict:
-    """LVIS.ann_to_rle: polygons are merged into one RLE, uncompressed RLE compressed."""
+    """LVIS.ann_to_rle: polygons are merged into one RLE, uncompressed RLE compressed (a
+    ``msgspec.Raw``, as ``read_annotations(masks="raw")`` leaves it, decoded first)."""
+    if not isinstance(segm, (list, dict)):
+        import msgspec
+        if isinstance(segm, msgspec.Raw):
+            segm = msgspec.json.decode(segm)
     if isinstance(segm, list):
         rles = mask_utils.frPyObjects(segm, img["height"], img["width"])
         # merge() of one RLE is that RLE (maskApi's rleMerge copies it when n == 1): not decoded again

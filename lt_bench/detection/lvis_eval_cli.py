@@ -54,7 +54,7 @@ def evaluate_file(results: str | Path, ann: str | Path, iou_type: str | None = N
     def prepare() -> tuple[dict, dict, float]:
         """The annotations and their evaluators, while forked readers decode the results."""
         began = time.perf_counter()
-        gt = read_annotations(ann, masks=known != ["bbox"])      # a box evaluation needs no polygons
+        gt = read_annotations(ann, masks="skip" if known == ["bbox"] else "raw")   # polygons decoded when matched
         evaluators = {kind: FastLVISEval(gt, kind, max_dets, source=str(ann)) for kind in known}
         return gt, evaluators, time.perf_counter() - began
 

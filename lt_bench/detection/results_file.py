@@ -473,23 +473,32 @@ def _decode(elements: list, starts: list[int], need_masks: bool, source: str, ba
     return out
 
 
-def read_annotations(path: str | Path, masks: bool = True) -> dict:
+ANNOTATION_MASKS = ("read", "raw", "skip")
+
+
+def read_annotations(path: str | Path, masks: str = "read") -> dict:
     """An LVIS annotation file as json.load gives it (msgspec, which checks the UTF-8 of every
     string it makes, with the garbage collector paused: it would otherwise walk the millions of
-    new lists and dicts again and again).  ``masks=False``, for a box evaluation: only
-    ``images``, ``categories`` and ``annotations``, and of each annotation only what a box
-    evaluation reads (``id``, ``image_id``, ``category_id``, ``area``, ``bbox``, ``ignore``): its
-    polygons are checked to be JSON but not made into lists (LVIS v1 val's size: 0.7 s against
-    2.1 s, freeing included).  A file not shaped so is decoded whole instead (the evaluator
-    then names what is missing)."""
+    new lists and dicts again and again).
+
+    ``masks``: ``read``: json.load's; ``raw``: only ``images``, ``categories`` and
+    ``annotations``, and of each annotation only what an evaluation reads (``id``,
+    ``image_id``, ``category_id``, ``area``, ``bbox``, ``ignore``, ``segmentation``), its
+    segmentation left as its JSON text (a ``msgspec.Raw``, decoded by the evaluator for the
+    ground truth it matches); ``skip``: the same without the segmentation, for a box evaluation.
+    Either way the polygons are checked to be JSON but not made into lists (LVIS v1 val's size:
+    0.7 s against 2.1 s, freeing included).  A file not so shaped is decoded whole instead (the
+    evaluator then names what is missing)."""
     import msgspec
+    if masks not in ANNOTATION_MASKS:
+        raise ValueError(f"masks must be one of {ANNOTATION_MASKS}, not {masks!r}")
     try:
         data = Path(path).read_bytes()
     except OSError as err:
         raise DataError(f"cannot read the LVIS annotations {path}: {err.strerror or err}") from None
     try:
         with no_gc():
-            dataset = msgspec.json.decode(data) if masks else _boxes_only(data)
+            dataset = msgspec.json.decode(data) if masks == "read" else _typed_annotations(data, masks == "raw")
     except msgspec.DecodeError as err:
         raise DataError(f"cannot read the LVIS annotations {path}: not valid JSON: {_reason(err, len(data))}") from None
     if not isinstance(dataset, dict):
@@ -497,13 +506,16 @@ def read_annotations(path: str | Path, masks: bool = True) -> dict:
     return dataset
 
 
-def _boxes_only(data: bytes) -> Any:
-    """``read_annotations(masks=False)``'s decoding."""
+def _typed_annotations(data: bytes, segmentation: bool) -> Any:
+    """``read_annotations(masks="raw" | "skip")``'s decoding."""
     import msgspec
     from msgspec import UNSET
 
-    annotation = msgspec.defstruct("Annotation", [("id", Any), ("image_id", Any), ("category_id", Any), ("area", Any),
-                                                  ("bbox", Any), ("ignore", Any, UNSET)], gc=False)
+    fields = [("id", Any), ("image_id", Any), ("category_id", Any), ("area", Any), ("bbox", Any),
+              ("ignore", Any, UNSET)]
+    if segmentation:
+        fields.append(("segmentation", msgspec.Raw, UNSET))
+    annotation = msgspec.defstruct("Annotation", fields, gc=False)
     top = msgspec.defstruct("Annotations", [("images", Any), ("annotations", list[annotation]), ("categories", Any)])
     try:
         decoded = msgspec.json.decode(data, type=top)
@@ -514,6 +526,10 @@ def _boxes_only(data: bytes) -> Any:
     for a, row in zip(decoded.annotations, annotations):
         if a.ignore is not UNSET:
             row["ignore"] = a.ignore
+    if segmentation:
+        for a, row in zip(decoded.annotations, annotations):
+            if a.segmentation is not UNSET:
+                row["segmentation"] = a.segmentation
     return {"images": decoded.images, "annotations": annotations, "categories": decoded.categories}
 
 

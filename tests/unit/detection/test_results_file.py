@@ -523,38 +523,59 @@ def test_compressed_says_whether_every_mask_there_is_a_compressed_rle(tmp_path):
     assert not every.other and every.compressed(np.arange(20)) is True
 
 
-# ---- read_annotations(masks=False): what a box evaluation reads, nothing more -------------------
+# ---- read_annotations(masks="skip" | "raw"): what an evaluation reads, polygons as JSON text ----
 LVIS_SAMPLE = ROOT.parent / "shared" / "data" / "lvis" / "lvis_v0.5_val_100.json"
 
 
 @pytest.mark.skipif(not LVIS_SAMPLE.is_file(), reason="../shared/data/lvis not present")
-def test_annotations_without_masks_are_json_load_less_the_polygons(tmp_path):
+@pytest.mark.parametrize("masks", ["skip", "raw"])
+def test_typed_annotations_are_json_loads_less_the_polygons(tmp_path, masks):
     """The real LVIS v0.5 sample: images and categories as json.load gives them, each
-    annotation json.load's less its segmentation; an ``ignore`` key kept where one has it; the
-    box evaluation on either gives the same numbers."""
+    annotation json.load's less its segmentation ("skip") or with it as JSON text that decodes
+    to json.load's ("raw"); an ``ignore`` key kept where one has it; the box evaluation (and
+    with "raw" the mask evaluation) on either gives the same numbers."""
+    import msgspec
+
     from lt_bench.detection.fast_eval import FastLVISEval
     from lt_bench.detection.results_file import read_annotations
     expected = json.loads(LVIS_SAMPLE.read_text())
-    got = read_annotations(LVIS_SAMPLE, masks=False)
+    got = read_annotations(LVIS_SAMPLE, masks=masks)
     assert got["images"] == expected["images"] and got["categories"] == expected["categories"]
-    assert got["annotations"] == [{k: v for k, v in a.items() if k != "segmentation"} for a in expected["annotations"]]
+    if masks == "raw":
+        assert all(isinstance(a["segmentation"], msgspec.Raw) for a in got["annotations"])
+        assert [msgspec.json.decode(a["segmentation"]) for a in got["annotations"]] == \
+            [a["segmentation"] for a in expected["annotations"]]
+    assert [{k: v for k, v in a.items() if k != "segmentation"} for a in got["annotations"]] == \
+        [{k: v for k, v in a.items() if k != "segmentation"} for a in expected["annotations"]]
     assert read_annotations(LVIS_SAMPLE) == expected
-    expected["annotations"][3]["ignore"] = 1
+    with_ignore = json.loads(LVIS_SAMPLE.read_text())
+    with_ignore["annotations"][3]["ignore"] = 1
     path = tmp_path / "with_ignore.json"
-    path.write_text(json.dumps(expected))
-    got = read_annotations(path, masks=False)
-    assert got["annotations"][3]["ignore"] == 1 and "ignore" not in got["annotations"][2]
+    path.write_text(json.dumps(with_ignore))
+    ignored = read_annotations(path, masks=masks)
+    assert ignored["annotations"][3]["ignore"] == 1 and "ignore" not in ignored["annotations"][2]
     rng = np.random.default_rng(0)
-    dets = [{"image_id": a["image_id"], "category_id": a["category_id"], "score": float(rng.random()),
-             "bbox": [v + float(rng.normal(0, 2)) for v in a["bbox"]]} for a in expected["annotations"]]
-    assert FastLVISEval(got, "bbox").evaluate(dets) == FastLVISEval(expected, "bbox").evaluate(dets)
+    dets = []
+    for a in expected["annotations"]:
+        image = next(i for i in expected["images"] if i["id"] == a["image_id"])
+        rle = mask_utils.merge(mask_utils.frPyObjects(a["segmentation"], image["height"], image["width"]))
+        dets.append({"image_id": a["image_id"], "category_id": a["category_id"], "score": float(rng.random()),
+                     "bbox": [v + float(rng.normal(0, 2)) for v in a["bbox"]],
+                     "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()}})
+    kinds = ["bbox", "segm"] if masks == "raw" else ["bbox"]
+    for kind in kinds:
+        assert FastLVISEval(got, kind).evaluate(dets) == FastLVISEval(expected, kind).evaluate(dets)
+    with pytest.raises(ValueError, match="masks must be one of"):
+        read_annotations(LVIS_SAMPLE, masks="lazy")
 
 
 @pytest.mark.skipif(not LVIS_SAMPLE.is_file(), reason="../shared/data/lvis not present")
-@pytest.mark.parametrize("damage", ["no bbox", "no area", "annotations not a list", "no images", "an annotation not an object"])
-def test_annotations_not_shaped_for_boxes_are_read_whole(tmp_path, damage):
-    """A file the box fields cannot be taken from is decoded whole, as json.load would, so the
-    evaluator names the problem as it does for masks=True."""
+@pytest.mark.parametrize("masks", ["skip", "raw"])
+@pytest.mark.parametrize("damage", ["no bbox", "no area", "annotations not a list", "no images",
+                                    "an annotation not an object"])
+def test_annotations_not_shaped_so_are_read_whole(tmp_path, damage, masks):
+    """A file the fields cannot be taken from is decoded whole, as json.load would, so the
+    evaluator names the problem as it does for masks="read"."""
     from lt_bench.detection.fast_eval import FastLVISEval
     from lt_bench.detection.results_file import read_annotations
     data = json.loads(LVIS_SAMPLE.read_text())
@@ -570,9 +591,9 @@ def test_annotations_not_shaped_for_boxes_are_read_whole(tmp_path, damage):
         data["annotations"][5] = [1, 2]
     path = tmp_path / "damaged.json"
     path.write_text(json.dumps(data))
-    assert read_annotations(path, masks=False) == data
+    assert read_annotations(path, masks=masks) == data
     with pytest.raises(DataError) as with_masks:
         FastLVISEval(read_annotations(path), "bbox")
-    with pytest.raises(DataError) as without:
-        FastLVISEval(read_annotations(path, masks=False), "bbox")
-    assert str(without.value) == str(with_masks.value)
+    with pytest.raises(DataError) as typed:
+        FastLVISEval(read_annotations(path, masks=masks), "bbox")
+    assert str(typed.value) == str(with_masks.value)
