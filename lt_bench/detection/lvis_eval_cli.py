@@ -23,7 +23,7 @@ IOU_TYPES = ("bbox", "segm", "both")
 
 def default_workers() -> int:
     """The CPUs this process may use, at most 4: the processes that read spans of the results
-    file and then match shards of the images (the detections shared copy-on-write)."""
+    file and then match and accumulate runs of categories (the detections shared copy-on-write)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:           # no sched_getaffinity (macOS, Windows)
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="default: what the detections have (boxes: bbox, masks: segm, both: both)")
     parser.add_argument("--max-dets", type=int, default=300, help="detections kept per image (default 300)")
     parser.add_argument("--workers", type=int, default=None,
-                        help="processes reading spans of the file and matching image shards "
+                        help="processes reading spans of the file and matching runs of categories "
                              "(default: the usable CPUs, at most 4); "
                              "the numbers do not depend on it")
     parser.add_argument("--json", dest="out", metavar="OUT", default=None,

@@ -487,7 +487,7 @@ def read_annotations(path: str | Path, masks: str = "read") -> dict:
     segmentation left as its JSON text (a ``msgspec.Raw``, decoded by the evaluator for the
     ground truth it matches); ``skip``: the same without the segmentation, for a box evaluation.
     Either way the polygons are checked to be JSON but not made into lists (LVIS v1 val's size:
-    0.7 s against 2.1 s, freeing included).  A file not so shaped is decoded whole instead (the
+    0.9-1.1 s against 1.9-2.4 s, freeing included).  A file not so shaped is decoded whole instead (the
     evaluator then names what is missing)."""
     import msgspec
     if masks not in ANNOTATION_MASKS:
