@@ -87,6 +87,7 @@ class _Columns:
     score: np.ndarray
     bbox: np.ndarray | None          # [n, 4] xywh, when the results carry boxes
     segmentation: Sequence | None    # RLE (or polygon) per detection, when they carry masks
+    taken: dict | None = None        # masks already made (position -> what _take gave), made once
 
 
 class FastLVISEval:
@@ -252,7 +253,9 @@ class FastLVISEval:
         pos, key = pos[known], img[pos[known]] * K + cat[known]
         ok = _isin(key, self._allowed_keys)               # federated: present or negative
         pos, key = pos[ok], key[ok]
-        area = self._det_area(cols, pos)
+        if cols.bbox is None and self.iou_type == "segm":    # areas from the masks: those of pairs with
+            cols.taken = {}                                  # ground truth kept for their IoUs
+        area = self._det_area(cols, pos, _isin(key, self._pos_keys))
         ok = (area > 0) & (area < np.inf)
         pos, key, area = pos[ok], key[ok], area[ok]
         order = _lexorder(-cols.score[pos], key % K, key // K)    # pairs, then score (stable: pos ascending)
@@ -289,8 +292,9 @@ class FastLVISEval:
         rank = np.arange(len(im)) - np.repeat(starts, np.diff(np.r_[starts, len(im)]))
         return np.sort(np.concatenate([pos[~over], crowded[rank < self.max_dets]]))
 
-    def _det_area(self, cols: _Columns, pos: np.ndarray) -> np.ndarray:
-        """LVISResults: w*h of the box when the results carry boxes, else the mask's area."""
+    def _det_area(self, cols: _Columns, pos: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        """LVISResults: w*h of the box when the results carry boxes, else the mask's area (the
+        masks made for it kept in ``cols.taken`` where ``keep``, when that is a dict)."""
         if cols.bbox is not None:
             return cols.bbox[pos, 2] * cols.bbox[pos, 3]
         if len(pos) == 0:
@@ -298,8 +302,14 @@ class FastLVISEval:
         try:
             # pycocotools 2.0.11's area() fails on lists of 256 or more under NumPy 2: chunks (the
             # masks of one chunk at a time, for columns that make them on demand)
-            return np.concatenate([mask_utils.area(_take(cols.segmentation, pos[i:i + 255]))
-                                   for i in range(0, len(pos), 255)]).astype(np.float64)
+            areas = []
+            for i in range(0, len(pos), 255):
+                masks = _take(cols.segmentation, pos[i:i + 255])
+                areas.append(mask_utils.area(masks))
+                if cols.taken is not None:
+                    for j in np.flatnonzero(keep[i:i + 255]).tolist():
+                        cols.taken[int(pos[i + j])] = masks[j]
+            return np.concatenate(areas).astype(np.float64)
         except Exception as err:   # pycocotools raises plain Exception / TypeError
             raise DataError(f"detections without 'bbox' need compressed RLE masks ({err})") from None
 
@@ -397,7 +407,10 @@ class FastLVISEval:
     def _det_rles(self, cols: _Columns, rows: np.ndarray) -> list:
         """The masks of these detections as pycocotools takes them (LVISResults: a box result
         without a mask has its box's polygon; polygons and uncompressed RLE converted)."""
-        masks = _take(cols.segmentation, rows) if cols.segmentation is not None else [None] * len(rows)
+        if cols.taken and all(map(cols.taken.__contains__, rows.tolist())):
+            masks = list(map(cols.taken.__getitem__, rows.tolist()))    # made for their areas
+        else:
+            masks = _take(cols.segmentation, rows) if cols.segmentation is not None else [None] * len(rows)
         compressed = getattr(cols.segmentation, "compressed", None)
         if callable(compressed) and compressed(rows):    # a MaskColumn that has only compressed RLEs there
             return masks
