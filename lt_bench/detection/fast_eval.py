@@ -306,7 +306,7 @@ class FastLVISEval:
             for i in range(0, len(pos), 255):
                 masks = _take(cols.segmentation, pos[i:i + 255])
                 areas.append(mask_utils.area(masks))
-                if cols.taken is not None:
+                if cols.taken is not None and len(cols.taken) < _TAKEN_MAX:
                     for j in np.flatnonzero(keep[i:i + 255]).tolist():
                         cols.taken[int(pos[i + j])] = masks[j]
             return np.concatenate(areas).astype(np.float64)
@@ -407,8 +407,12 @@ class FastLVISEval:
     def _det_rles(self, cols: _Columns, rows: np.ndarray) -> list:
         """The masks of these detections as pycocotools takes them (LVISResults: a box result
         without a mask has its box's polygon; polygons and uncompressed RLE converted)."""
-        if cols.taken and all(map(cols.taken.__contains__, rows.tolist())):
-            masks = list(map(cols.taken.__getitem__, rows.tolist()))    # made for their areas
+        if cols.taken:          # made for their areas (each detection is in one pair: let go once used)
+            masks = [cols.taken.pop(i, _NOT_TAKEN) for i in rows.tolist()]
+            missing = [j for j, m in enumerate(masks) if m is _NOT_TAKEN]
+            if missing:
+                for j, m in zip(missing, _take(cols.segmentation, rows[missing])):
+                    masks[j] = m
         else:
             masks = _take(cols.segmentation, rows) if cols.segmentation is not None else [None] * len(rows)
         compressed = getattr(cols.segmentation, "compressed", None)
@@ -684,6 +688,10 @@ def _chunks(sizes: np.ndarray, limit: int) -> list[slice]:
         out.append(slice(lo, hi))
         lo = hi
     return out
+
+
+_TAKEN_MAX = 500_000      # masks kept from the area step for the IoUs, per process (about 0.2 GiB)
+_NOT_TAKEN = object()
 
 
 def _to_rle(segm: Any, img: Mapping) -> dict:

@@ -564,3 +564,22 @@ def test_forked_category_runs_and_any_shard_order_are_exact(synth, iou_type):
     expected = lvis_reference(folder / "gt_60.json", detections, iou_type, max_dets=100).eval["precision"]
     np.testing.assert_array_equal(ours.precision == -1, expected == -1)
     np.testing.assert_allclose(ours.precision, expected, rtol=0, atol=1e-9)
+
+
+@needs_synth
+@pytest.mark.parametrize("kept", [0, 25, 10 ** 9])
+def test_masks_kept_from_the_area_step_give_lvis_apis_numbers(synth, monkeypatch, kept):
+    """Results without boxes: the masks made for the areas are kept for the IoUs of pairs with
+    ground truth, at most ``_TAKEN_MAX`` of them (none, some, all); the same numbers as
+    lvis-api whichever, through the results reader's MaskColumn too."""
+    from lt_bench.detection import fast_eval
+    from lt_bench.detection.results_file import read_results
+    monkeypatch.setattr(fast_eval, "_TAKEN_MAX", kept)
+    folder = synth(20, 2)
+    path = folder / "dt_segm_20.json"
+    detections = json.loads(path.read_text())
+    assert "bbox" not in detections[0]
+    ours = assert_same_as_lvis(folder / "gt_20.json", detections, "segm")
+    precision = ours.precision.copy()
+    ours.evaluate(read_results(path))
+    assert ours.precision.tobytes() == precision.tobytes()
