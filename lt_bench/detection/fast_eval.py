@@ -116,10 +116,7 @@ class FastLVISEval:
         ids = _ints(cats, "id", self.source, "category")
         _unique_or_fail(ids, self.source, "category")
         self.cat_ids = np.sort(ids)
-        self._cat_lut = None
-        if len(ids) and 0 <= self.cat_ids[0] and self.cat_ids[-1] < max(1 << 16, 4 * len(ids)):
-            self._cat_lut = np.full(int(self.cat_ids[-1]) + 1, -1, np.int64)
-            self._cat_lut[self.cat_ids] = np.arange(len(ids))
+        self._cat_lut = _id_table(self.cat_ids, max(1 << 16, 4 * len(ids)))   # LVIS: 1..1203
         self.file_cat_ids = ids.tolist()          # json order (mmdet's label -> category map)
         by_id = {int(c["id"]): c for c in cats}
         self.freq_groups: list[list[int]] = [[] for _ in FREQ_LBL]
@@ -135,10 +132,7 @@ class FastLVISEval:
         ids = _ints(images, "id", self.source, "image")
         _unique_or_fail(ids, self.source, "image")
         self.img_ids = np.sort(ids)
-        self._img_lut = None
-        if len(ids) and 0 <= self.img_ids[0] and self.img_ids[-1] < max(1 << 22, 8 * len(ids)):
-            self._img_lut = np.full(int(self.img_ids[-1]) + 1, -1, np.int64)
-            self._img_lut[self.img_ids] = np.arange(len(ids))
+        self._img_lut = _id_table(self.img_ids, max(1 << 22, 8 * len(ids)))   # LVIS: COCO's, < 600,000
         self._images = [images[i] for i in np.argsort(ids, kind="stable")]
         self._neg_keys = self._image_category_keys("neg_category_ids")
         self._nel_keys = self._image_category_keys("not_exhaustive_category_ids")
@@ -200,16 +194,14 @@ class FastLVISEval:
         """Index into the sorted category ids, -1 for ids not in the file."""
         if not len(self.cat_ids):
             return np.full(len(cat_ids), -1)
-        if self._cat_lut is not None:         # small non-negative ids (LVIS: 1..1203): a table
-            inside = (cat_ids >= 0) & (cat_ids < len(self._cat_lut))
-            return np.where(inside, self._cat_lut[np.where(inside, cat_ids, 0)], -1)
+        if self._cat_lut is not None:
+            return _table_index(self._cat_lut, cat_ids)
         idx = np.searchsorted(self.cat_ids, cat_ids).clip(max=len(self.cat_ids) - 1)
         return np.where(self.cat_ids[idx] == cat_ids, idx, -1)
 
     def _img_index(self, image_ids: np.ndarray, what: str, ids: np.ndarray | None = None) -> np.ndarray:
-        if self._img_lut is not None:         # small non-negative ids (LVIS: COCO's, < 600,000): a table
-            inside = (image_ids >= 0) & (image_ids < len(self._img_lut))
-            idx = np.where(inside, self._img_lut[np.where(inside, image_ids, 0)], -1)
+        if self._img_lut is not None:
+            idx = _table_index(self._img_lut, image_ids)
             bad = np.flatnonzero(idx < 0)
         else:
             idx = np.searchsorted(self.img_ids, image_ids).clip(max=max(len(self.img_ids) - 1, 0))
@@ -253,9 +245,10 @@ class FastLVISEval:
         pos, key = pos[known], img[pos[known]] * K + cat[known]
         ok = _isin(key, self._allowed_keys)               # federated: present or negative
         pos, key = pos[ok], key[ok]
+        keep = None
         if cols.bbox is None and self.iou_type == "segm":    # areas from the masks: those of pairs with
-            cols.taken = {}                                  # ground truth kept for their IoUs
-        area = self._det_area(cols, pos, _isin(key, self._pos_keys))
+            cols.taken, keep = {}, _isin(key, self._pos_keys)  # ground truth kept for their IoUs
+        area = self._det_area(cols, pos, keep)
         ok = (area > 0) & (area < np.inf)
         pos, key, area = pos[ok], key[ok], area[ok]
         order = _lexorder(-cols.score[pos], key % K, key // K)    # pairs, then score (stable: pos ascending)
@@ -292,9 +285,9 @@ class FastLVISEval:
         rank = np.arange(len(im)) - np.repeat(starts, np.diff(np.r_[starts, len(im)]))
         return np.sort(np.concatenate([pos[~over], crowded[rank < self.max_dets]]))
 
-    def _det_area(self, cols: _Columns, pos: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    def _det_area(self, cols: _Columns, pos: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
         """LVISResults: w*h of the box when the results carry boxes, else the mask's area (the
-        masks made for it kept in ``cols.taken`` where ``keep``, when that is a dict)."""
+        masks made for it kept in ``cols.taken`` where ``keep``, when that is given)."""
         if cols.bbox is not None:
             return cols.bbox[pos, 2] * cols.bbox[pos, 3]
         if len(pos) == 0:
@@ -306,7 +299,7 @@ class FastLVISEval:
             for i in range(0, len(pos), 255):
                 masks = _take(cols.segmentation, pos[i:i + 255])
                 areas.append(mask_utils.area(masks))
-                if cols.taken is not None and len(cols.taken) < _TAKEN_MAX:
+                if keep is not None and len(cols.taken) < _TAKEN_MAX:
                     for j in np.flatnonzero(keep[i:i + 255]).tolist():
                         cols.taken[int(pos[i + j])] = masks[j]
             return np.concatenate(areas).astype(np.float64)
@@ -808,6 +801,22 @@ def _unique_or_fail(ids: np.ndarray, source: str, what: str) -> None:
     uniq, _, counts = _unique_first(ids)
     if (counts > 1).any():
         raise DataError(f"{source}: {what} id {uniq[counts > 1][0]} occurs twice")
+
+
+def _id_table(ids: np.ndarray, bound: int) -> np.ndarray | None:
+    """For sorted unique non-negative ids below ``bound``: a table id -> index (-1 elsewhere);
+    None otherwise (then ``searchsorted``)."""
+    if not len(ids) or ids[0] < 0 or ids[-1] >= bound:
+        return None
+    table = np.full(int(ids[-1]) + 1, -1, np.int64)
+    table[ids] = np.arange(len(ids))
+    return table
+
+
+def _table_index(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """``table[ids]``, -1 for ids outside it."""
+    inside = (ids >= 0) & (ids < len(table))
+    return np.where(inside, table[np.where(inside, ids, 0)], -1)
 
 
 def _unique(values: np.ndarray) -> np.ndarray:

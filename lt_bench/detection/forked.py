@@ -1,5 +1,5 @@
 """Work split over forked processes that inherit what they need instead of receiving it: the
-evaluator's image shards, the results reader's runs of spans.
+evaluator's runs of categories, the results reader's runs of spans.
 
 ``forked_map(function, parts, shared)`` calls ``function(shared, part)`` for each part in a
 process of its own, forked after ``shared`` is in place, so ``shared`` (the detection columns,

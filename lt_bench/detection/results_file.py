@@ -523,13 +523,11 @@ def _typed_annotations(data: bytes, segmentation: bool) -> Any:
         return msgspec.json.decode(data)
     annotations = [{"id": a.id, "image_id": a.image_id, "category_id": a.category_id, "area": a.area, "bbox": a.bbox}
                    for a in decoded.annotations]
-    for a, row in zip(decoded.annotations, annotations):
-        if a.ignore is not UNSET:
-            row["ignore"] = a.ignore
-    if segmentation:
+    for name in ("ignore", "segmentation") if segmentation else ("ignore",):    # the keys some lack
         for a, row in zip(decoded.annotations, annotations):
-            if a.segmentation is not UNSET:
-                row["segmentation"] = a.segmentation
+            value = getattr(a, name)
+            if value is not UNSET:
+                row[name] = value
     return {"images": decoded.images, "annotations": annotations, "categories": decoded.categories}
 
 
